@@ -1,0 +1,75 @@
+//! `AuditService`: the organization's log of changes.
+
+use tonic::{Request, Response, Status};
+
+use super::{caller, millis, timestamp};
+use crate::{
+    authz::OrgPermission,
+    proto::v1::{self as pb, audit_service_server::AuditService},
+    state::AppState,
+    store::{audit, entity::audit_event, finish_page, page_size},
+};
+
+/// The AuditService handlers.
+#[derive(Clone, Debug)]
+pub struct AuditApi {
+    state: AppState,
+}
+
+impl AuditApi {
+    /// Handlers over shared state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn event_pb(e: audit_event::Model) -> pb::AuditEvent {
+    let actor = match e.actor_type.as_str() {
+        "user" => Some(pb::principal::Kind::UserId(e.actor_id)),
+        "service_account" => Some(pb::principal::Kind::ServiceAccountId(e.actor_id)),
+        _ => None,
+    };
+    pb::AuditEvent {
+        id: e.id,
+        organization_id: e.organization_id.unwrap_or_default(),
+        actor: Some(pb::Principal { kind: actor }),
+        acting_for_user_id: e.acting_for_user_id.unwrap_or_default(),
+        action: e.action,
+        target_type: e.target_type,
+        target_id: e.target_id,
+        details_json: e.details,
+        revision: u64::try_from(e.revision).unwrap_or_default(),
+        created_at: Some(timestamp(e.created_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let org_id = caller.organization(&req.organization_id).to_owned();
+        caller
+            .authorize_org(&self.state.store, &org_id, OrgPermission::ViewAuditLog)
+            .await?;
+        let filter = audit::AuditFilter {
+            actor_id: (!req.actor_id.is_empty()).then_some(req.actor_id),
+            action: (!req.action.is_empty()).then_some(req.action),
+            since_ms: req.start_time.as_ref().map(millis),
+            until_ms: req.end_time.as_ref().map(millis),
+        };
+        let size = page_size(req.page_size);
+        let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+        let rows = audit::events(self.state.store.db(), &org_id, &filter, before, size + 1)
+            .await
+            .map_err(crate::error::Error::from)?;
+        let (rows, next_page_token) = finish_page(rows, size, |e| e.id.clone());
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: rows.into_iter().map(event_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,205 @@
+//! The API key format: a recognisable prefix per kind, a random body and a
+//! checksum, so a mistyped or truncated key is rejected without touching storage.
+//!
+//! ```text
+//! pcv2_pt_<32 random base62 chars><6 base62 chars of CRC-32>   personal access token
+//! pcv2_sk_<32 random base62 chars><6 base62 chars of CRC-32>   service key
+//! pc__...                                                       legacy, refused
+//! ```
+//! Only the SHA-256 of a key is stored. Keys carry about 190 bits of entropy,
+//! so a fast hash is enough: there is nothing to brute-force.
+
+use sha2::{Digest, Sha256};
+
+/// Prefix of personal access tokens.
+pub const PAT_PREFIX: &str = "pcv2_pt_";
+/// Prefix of service keys.
+pub const SERVICE_KEY_PREFIX: &str = "pcv2_sk_";
+/// Prefix of the retired first key format.
+pub const LEGACY_PREFIX: &str = "pc__";
+
+const BODY_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+const LAST_CHARS: usize = 4;
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The two kinds of API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// Acts as the user who created it.
+    PersonalAccessToken,
+    /// Acts as a service account.
+    ServiceKey,
+}
+
+impl KeyKind {
+    /// The key prefix of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::PersonalAccessToken => PAT_PREFIX,
+            Self::ServiceKey => SERVICE_KEY_PREFIX,
+        }
+    }
+
+    /// The name stored in the `api_keys.kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PersonalAccessToken => "pat",
+            Self::ServiceKey => "service_key",
+        }
+    }
+
+    /// Parses a stored `api_keys.kind` value.
+    pub fn from_db(s: &str) -> Option<Self> {
+        match s {
+            "pat" => Some(Self::PersonalAccessToken),
+            "service_key" => Some(Self::ServiceKey),
+            _ => None,
+        }
+    }
+}
+
+/// Why a presented key was refused before any lookup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFormatError {
+    #[error(
+        "api keys in the legacy `pc__` format are no longer supported; create a personal access token or service key"
+    )]
+    Legacy,
+    #[error("malformed api key: expected a `pcv2_pt_` or `pcv2_sk_` key")]
+    UnknownPrefix,
+    #[error("malformed api key: wrong length")]
+    Length,
+    #[error("malformed api key: checksum does not match (mistyped or truncated key)")]
+    Checksum,
+}
+
+/// A freshly generated key: the secret (shown once) and what may be stored.
+pub struct NewKey {
+    /// The whole key. Never stored, never logged.
+    pub secret: String,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    /// The last characters, shown in listings.
+    pub last_chars: String,
+}
+
+/// Generates a new key of `kind`.
+pub fn generate(kind: KeyKind) -> Result<NewKey, getrandom::Error> {
+    let mut body = String::with_capacity(BODY_LEN);
+    while body.len() < BODY_LEN {
+        let mut buf = [0u8; 64];
+        getrandom::fill(&mut buf)?;
+        // Rejection sampling keeps the alphabet uniform: 248 = 4 * 62.
+        for b in buf.iter().filter(|b| **b < 248) {
+            if body.len() == BODY_LEN {
+                break;
+            }
+            body.push(char::from(ALPHABET[usize::from(*b % 62)]));
+        }
+    }
+    let secret = format!(
+        "{}{}{}",
+        kind.prefix(),
+        body,
+        checksum(kind.prefix(), &body)
+    );
+    let last_chars = secret[secret.len() - LAST_CHARS..].to_owned();
+    Ok(NewKey {
+        hash: hash(&secret),
+        secret,
+        last_chars,
+    })
+}
+
+/// Checks the form of a presented key and says which kind it is.
+pub fn parse(key: &str) -> Result<KeyKind, KeyFormatError> {
+    if key.starts_with(LEGACY_PREFIX) {
+        return Err(KeyFormatError::Legacy);
+    }
+    let (kind, rest) = if let Some(rest) = key.strip_prefix(PAT_PREFIX) {
+        (KeyKind::PersonalAccessToken, rest)
+    } else if let Some(rest) = key.strip_prefix(SERVICE_KEY_PREFIX) {
+        (KeyKind::ServiceKey, rest)
+    } else {
+        return Err(KeyFormatError::UnknownPrefix);
+    };
+    if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(KeyFormatError::Length);
+    }
+    let (body, sum) = rest.split_at(BODY_LEN);
+    if checksum(kind.prefix(), body) != sum {
+        return Err(KeyFormatError::Checksum);
+    }
+    Ok(kind)
+}
+
+/// SHA-256 of a key, lower-case hex.
+pub fn hash(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn checksum(prefix: &str, body: &str) -> String {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(prefix.as_bytes());
+    hasher.update(body.as_bytes());
+    let mut n = hasher.finalize();
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|b| char::from(*b)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_as_their_kind() {
+        for kind in [KeyKind::PersonalAccessToken, KeyKind::ServiceKey] {
+            let key = generate(kind).unwrap();
+            assert!(key.secret.starts_with(kind.prefix()));
+            assert_eq!(parse(&key.secret), Ok(kind));
+            assert_eq!(key.hash, hash(&key.secret));
+            assert!(key.secret.ends_with(&key.last_chars));
+        }
+    }
+
+    #[test]
+    fn a_single_mistyped_character_fails_the_checksum() {
+        let key = generate(KeyKind::ServiceKey).unwrap().secret;
+        let mut bytes = key.into_bytes();
+        let i = SERVICE_KEY_PREFIX.len() + 5;
+        bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(bytes).unwrap();
+        assert_eq!(parse(&typo), Err(KeyFormatError::Checksum));
+    }
+
+    #[test]
+    fn legacy_truncated_and_foreign_keys_are_refused() {
+        assert_eq!(parse("pc__0123456789abcdef"), Err(KeyFormatError::Legacy));
+        assert_eq!(parse("ghp_abc"), Err(KeyFormatError::UnknownPrefix));
+        assert_eq!(parse("pcv2_pt_abc"), Err(KeyFormatError::Length));
+        let key = generate(KeyKind::PersonalAccessToken).unwrap().secret;
+        assert_eq!(parse(&key[..key.len() - 1]), Err(KeyFormatError::Length));
+    }
+
+    #[test]
+    fn distinct_keys_have_distinct_hashes() {
+        let a = generate(KeyKind::PersonalAccessToken).unwrap();
+        let b = generate(KeyKind::PersonalAccessToken).unwrap();
+        assert_ne!(a.secret, b.secret);
+        assert_ne!(a.hash, b.hash);
+        assert_eq!(a.hash.len(), 64);
+    }
+}

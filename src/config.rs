@@ -1,0 +1,143 @@
+//! One typed configuration, parsed by clap from flags and `PORTCULLIS_*`
+//! environment variables, and passed down; nothing deeper reads the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+/// How plan limits are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum DeploymentMode {
+    /// A self-hosted installation: plan checks are bypassed, as in enterprise deployments.
+    #[default]
+    #[value(name = "self_hosted")]
+    SelfHosted,
+    /// The hosted service: plans gate roles, workspaces and custom roles.
+    #[value(name = "saas")]
+    Saas,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the database is.
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite://FILE?mode=rwc` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        env = "PORTCULLIS_DATABASE_URL",
+        default_value = "sqlite://portcullis.db?mode=rwc"
+    )]
+    pub database_url: String,
+}
+
+/// Everything `portcullis serve` needs.
+#[derive(Args, Clone, Debug)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Address of the Prometheus metrics endpoint; disabled when absent.
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// `self_hosted` bypasses plan checks; `saas` enforces them.
+    #[arg(long, env = "PORTCULLIS_DEPLOYMENT_MODE", value_enum, default_value_t)]
+    pub deployment_mode: DeploymentMode,
+
+    /// Maximum number of cached (principal, workspace) entries.
+    #[arg(long, env = "PORTCULLIS_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+
+    /// Do not apply pending migrations at start-up (run `portcullis migrate` instead).
+    #[arg(long, env = "PORTCULLIS_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// How long in-flight calls may run after SIGTERM before the server exits.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+
+    /// Also serve `portcullis.v1.NoopService`, the ceiling for benchmarks.
+    #[arg(long, env = "PORTCULLIS_BENCH_NOOP")]
+    pub bench_noop: bool,
+}
+
+/// The settings the server needs at run time, derived from [`ServeConfig`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Plan enforcement mode.
+    pub deployment_mode: DeploymentMode,
+    /// Serve the no-op benchmark service.
+    pub bench_noop: bool,
+    /// How long in-flight calls may run after shutdown starts.
+    pub shutdown_grace: Duration,
+    /// How often storage is probed for the health status.
+    pub health_probe_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            deployment_mode: DeploymentMode::default(),
+            bench_noop: false,
+            shutdown_grace: Duration::from_secs(10),
+            health_probe_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The request-path settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            deployment_mode: self.deployment_mode,
+            bench_noop: self.bench_noop,
+            shutdown_grace: self.shutdown_grace,
+            ..Settings::default()
+        }
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! The rules of the access model as plain Rust: identity (organizations,
+//! users, members, invites), teams, service accounts and keys. Each function
+//! authorizes its caller, validates, and makes its change in one transaction
+//! that also records the audit event.
+
+pub mod audit;
+pub mod keys;
+pub mod organizations;
+pub mod rules;
+pub mod teams;
+
+/// A page request of a list RPC.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Page<'a> {
+    /// Requested page size; 0 means the default.
+    pub size: u32,
+    /// The `next_page_token` of the previous page, or empty.
+    pub token: &'a str,
+}

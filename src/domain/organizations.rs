@@ -1,0 +1,745 @@
+//! Organizations, users, memberships and invites: the rules of seed 000 on
+//! who may join, with which role, and what joining gives.
+
+use sea_orm::IntoActiveModel;
+use serde_json::json;
+
+use super::{
+    Page,
+    audit::{self, Actor, Change},
+    rules::{self, Plan},
+};
+use crate::{
+    auth::{Caller, PrincipalId},
+    authz::{OrgPermission, OrgRole},
+    config::DeploymentMode,
+    error::{Error, Result},
+    state::AppState,
+    store::{
+        WriteTx,
+        entity::{grant, invite, membership, organization, user, workspace},
+        finish_page, identity, keys, new_id, now_ms, page_size, teams,
+    },
+};
+
+/// A membership with the member's email.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub membership: membership::Model,
+    pub email: String,
+}
+
+/// The system role a member holds on their default workspace.
+pub const DEFAULT_WORKSPACE_ROLE: &str = "WORKSPACE_ADMIN";
+
+/// Makes `user` a member of `org` with `role`: gives them their private default
+/// workspace (reusing the one they had if they rejoin) and admin on it.
+pub async fn join(
+    tx: &WriteTx,
+    org: &organization::Model,
+    user: &user::Model,
+    role: OrgRole,
+) -> Result<Member> {
+    let conn = tx.conn();
+    let now = now_ms();
+    let ws = match identity::default_workspace(conn, &org.id, &user.id).await? {
+        Some(ws) => ws,
+        None => {
+            let short: String = user.id.chars().filter(|c| *c != '-').take(12).collect();
+            let ws = workspace::Model {
+                id: new_id(),
+                organization_id: org.id.clone(),
+                key: format!("personal-{short}"),
+                name: format!("{}'s workspace", user.email),
+                is_default: true,
+                owner_user_id: Some(user.id.clone()),
+                created_at: now,
+            };
+            identity::insert(conn, ws.clone().into_active_model()).await?;
+            ws
+        }
+    };
+    let admin_grant = grant::Model {
+        id: new_id(),
+        organization_id: org.id.clone(),
+        workspace_id: ws.id.clone(),
+        subject_type: "user".into(),
+        subject_id: user.id.clone(),
+        role: DEFAULT_WORKSPACE_ROLE.into(),
+        scope: None,
+        created_at: now,
+    };
+    identity::insert(conn, admin_grant.into_active_model()).await?;
+    let membership = membership::Model {
+        organization_id: org.id.clone(),
+        user_id: user.id.clone(),
+        role: role.as_str().into(),
+        default_workspace_id: ws.id,
+        created_at: now,
+    };
+    identity::insert(conn, membership.clone().into_active_model()).await?;
+    Ok(Member {
+        membership,
+        email: user.email.clone(),
+    })
+}
+
+/// Builds a new organization row.
+pub fn new_organization(
+    name: String,
+    plan: Plan,
+    personal_owner: Option<&str>,
+) -> organization::Model {
+    organization::Model {
+        id: new_id(),
+        name_key: personal_owner.is_none().then(|| name.to_lowercase()),
+        name,
+        plan: plan.as_str().into(),
+        personal: personal_owner.is_some(),
+        personal_owner_user_id: personal_owner.map(str::to_owned),
+        pat_creation_disabled: false,
+        created_at: now_ms(),
+    }
+}
+
+async fn require_user(state: &AppState, id: &str) -> Result<user::Model> {
+    identity::user(state.store.db(), id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user `{id}` not found")))
+}
+
+async fn require_org(state: &AppState, id: &str) -> Result<organization::Model> {
+    identity::organization(state.store.db(), id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("organization `{id}` not found")))
+}
+
+/// Registers a user of the identity provider. Only for service accounts that act for users.
+pub async fn create_user(
+    state: &AppState,
+    caller: &Caller,
+    external_subject: &str,
+    email: &str,
+) -> Result<(user::Model, u64)> {
+    if !caller.may_act_for_users() {
+        return Err(Error::PermissionDenied(
+            "only a service account allowed to act for users may register users".into(),
+        ));
+    }
+    let subject = rules::subject("external_subject", external_subject)?;
+    let email = rules::email("email", email)?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    if identity::user_by_subject(conn, &subject).await?.is_some() {
+        return Err(Error::AlreadyExists(format!(
+            "a user with external_subject `{subject}` already exists"
+        )));
+    }
+    if identity::user_by_email(conn, &email).await?.is_some() {
+        return Err(Error::AlreadyExists(format!(
+            "a user with email `{email}` already exists"
+        )));
+    }
+    let user = user::Model {
+        id: new_id(),
+        external_subject: subject,
+        email,
+        created_at: now_ms(),
+    };
+    identity::insert(conn, user.clone().into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(caller.key.organization_id()),
+            action: "user.create",
+            target_type: "user",
+            target_id: &user.id,
+            details: json!({ "email": user.email }),
+        },
+    )
+    .await?;
+    Ok((user, tx.commit().await?))
+}
+
+/// Reads a user: oneself, any user for identity-provider service accounts, or
+/// a member of the caller's organization for those who may view members.
+pub async fn get_user(state: &AppState, caller: &Caller, user_id: &str) -> Result<user::Model> {
+    let user_id = rules::id("user_id", user_id)?;
+    let is_self = caller.principal == PrincipalId::User(user_id.to_owned());
+    if !is_self && !caller.may_act_for_users() {
+        let org = caller.key.organization_id();
+        caller
+            .authorize_org(&state.store, org, OrgPermission::ViewMembers)
+            .await?;
+        if identity::membership(state.store.db(), org, user_id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "user `{user_id}` is not a member of your organization"
+            )));
+        }
+    }
+    require_user(state, user_id).await
+}
+
+/// Creates a shared organization; the calling user becomes its admin.
+pub async fn create_organization(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    plan: Option<Plan>,
+) -> Result<(organization::Model, Member, u64)> {
+    let user_id = caller.user_id()?.to_owned();
+    let name = rules::name("name", name)?;
+    let plan = plan.unwrap_or(Plan::Personal);
+    let user = require_user(state, &user_id).await?;
+    let tx = state.store.write().await?;
+    if identity::organization_by_name_key(tx.conn(), &name.to_lowercase())
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "an organization named `{name}` already exists"
+        )));
+    }
+    let org = new_organization(name, plan, None);
+    identity::insert(tx.conn(), org.clone().into_active_model()).await?;
+    let member = join(&tx, &org, &user, OrgRole::Admin).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org.id),
+            action: "organization.create",
+            target_type: "organization",
+            target_id: &org.id,
+            details: json!({ "name": org.name, "plan": org.plan }),
+        },
+    )
+    .await?;
+    Ok((org, member, tx.commit().await?))
+}
+
+/// Reads an organization the caller belongs to.
+pub async fn get_organization(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+) -> Result<organization::Model> {
+    let org_id = caller.organization(org_id);
+    caller
+        .authorize_org(&state.store, org_id, OrgPermission::ViewOrganization)
+        .await?;
+    require_org(state, org_id).await
+}
+
+/// The organizations the caller belongs to.
+pub async fn list_organizations(
+    state: &AppState,
+    caller: &Caller,
+    page: Page<'_>,
+) -> Result<(Vec<organization::Model>, String)> {
+    let size = page_size(page.size);
+    let rows = match &caller.principal {
+        PrincipalId::User(user_id) if caller.acting_service_account_id.is_some() => {
+            identity::organizations_of_user(state.store.db(), user_id, page.token, size + 1).await?
+        }
+        _ => {
+            let org = require_org(state, caller.key.organization_id()).await?;
+            if org.id.as_str() > page.token {
+                vec![org]
+            } else {
+                vec![]
+            }
+        }
+    };
+    Ok(finish_page(rows, size, |o| o.id.clone()))
+}
+
+/// The changes UpdateOrganization may make.
+#[derive(Debug, Default)]
+pub struct OrganizationUpdate {
+    pub name: Option<String>,
+    pub plan: Option<Plan>,
+    pub pat_creation_disabled: Option<bool>,
+}
+
+/// Changes an organization's name, plan or security settings (admins only).
+pub async fn update_organization(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    update: OrganizationUpdate,
+) -> Result<(organization::Model, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    if update.name.is_some() {
+        caller
+            .authorize_org(&state.store, &org_id, OrgPermission::ManageSecurity)
+            .await?;
+    }
+    if update.plan.is_some() {
+        caller
+            .authorize_org(&state.store, &org_id, OrgPermission::ManageBilling)
+            .await?;
+    }
+    if update.pat_creation_disabled.is_some() {
+        caller
+            .authorize_org(&state.store, &org_id, OrgPermission::ManageSecurity)
+            .await?;
+    }
+    let name = update
+        .name
+        .as_deref()
+        .map(|n| rules::name("name", n))
+        .transpose()?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    let mut org = identity::organization(conn, &org_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
+    let before = json!({ "name": org.name, "plan": org.plan, "pat_creation_disabled": org.pat_creation_disabled });
+    if let Some(name) = name {
+        if !org.personal {
+            let key = name.to_lowercase();
+            if let Some(other) = identity::organization_by_name_key(conn, &key).await?
+                && other.id != org.id
+            {
+                return Err(Error::AlreadyExists(format!(
+                    "an organization named `{name}` already exists"
+                )));
+            }
+            org.name_key = Some(key);
+        }
+        org.name = name;
+    }
+    if let Some(plan) = update.plan {
+        if org.personal && plan != Plan::Personal {
+            return Err(Error::FailedPrecondition(
+                "a personal organization stays on the personal plan; create a shared organization"
+                    .into(),
+            ));
+        }
+        if state.settings.deployment_mode == DeploymentMode::Saas
+            && plan < Plan::Plus
+            && identity::count_members_without_role(conn, &org.id, OrgRole::Admin.as_str()).await?
+                > 0
+        {
+            return Err(Error::FailedPrecondition(
+                "the personal plan allows only ORG_ADMIN members; change the other members' roles first".into(),
+            ));
+        }
+        org.plan = plan.as_str().into();
+    }
+    if let Some(disabled) = update.pat_creation_disabled {
+        org.pat_creation_disabled = disabled;
+    }
+    identity::update_organization(conn, org.clone()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org.id),
+            action: "organization.update",
+            target_type: "organization",
+            target_id: &org.id,
+            details: json!({
+                "before": before,
+                "after": { "name": org.name, "plan": org.plan, "pat_creation_disabled": org.pat_creation_disabled },
+            }),
+        },
+    )
+    .await?;
+    Ok((org, tx.commit().await?))
+}
+
+/// Returns the user's personal organization, creating it on first login.
+pub async fn ensure_personal_organization(
+    state: &AppState,
+    caller: &Caller,
+    user_id: &str,
+) -> Result<(organization::Model, Member, bool, u64)> {
+    let user_id = if user_id.is_empty() {
+        caller.user_id()?.to_owned()
+    } else {
+        let is_self = caller.principal == PrincipalId::User(user_id.to_owned());
+        if !is_self && !caller.may_act_for_users() {
+            return Err(Error::PermissionDenied(
+                "only the user, or a service account acting for users, may create a personal organization".into(),
+            ));
+        }
+        user_id.to_owned()
+    };
+    let user = require_user(state, &user_id).await?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    if let Some(org) = identity::personal_organization(conn, &user_id).await? {
+        let membership = identity::membership(conn, &org.id, &user_id)
+            .await?
+            .ok_or_else(|| {
+                Error::FailedPrecondition("the personal organization has lost its owner".into())
+            })?;
+        drop(tx);
+        let revision = state.store.revision().await?;
+        let member = Member {
+            membership,
+            email: user.email,
+        };
+        return Ok((org, member, false, revision));
+    }
+    let org = new_organization("Personal".into(), Plan::Personal, Some(&user_id));
+    identity::insert(conn, org.clone().into_active_model()).await?;
+    let member = join(&tx, &org, &user, OrgRole::Admin).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org.id),
+            action: "organization.create_personal",
+            target_type: "organization",
+            target_id: &org.id,
+            details: json!({ "owner": user_id }),
+        },
+    )
+    .await?;
+    Ok((org, member, true, tx.commit().await?))
+}
+
+/// Adds an existing user to an organization (admins only).
+pub async fn add_member(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    user_id: &str,
+    role: Option<OrgRole>,
+) -> Result<(Member, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::ManageMembers)
+        .await?;
+    let user_id = rules::id("user_id", user_id)?;
+    let role =
+        role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
+    let org = require_org(state, &org_id).await?;
+    rules::check_can_add_members(&org)?;
+    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
+    let user = require_user(state, user_id).await?;
+    let tx = state.store.write().await?;
+    if identity::membership(tx.conn(), &org.id, &user.id)
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "user `{}` is already a member of the organization",
+            user.id
+        )));
+    }
+    let member = join(&tx, &org, &user, role).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org.id),
+            action: "member.add",
+            target_type: "user",
+            target_id: &user.id,
+            details: json!({ "role": role.as_str() }),
+        },
+    )
+    .await?;
+    Ok((member, tx.commit().await?))
+}
+
+async fn check_not_last_admin(tx: &WriteTx, member: &membership::Model, what: &str) -> Result<()> {
+    if member.role == OrgRole::Admin.as_str()
+        && identity::count_members_with_role(
+            tx.conn(),
+            &member.organization_id,
+            OrgRole::Admin.as_str(),
+        )
+        .await?
+            <= 1
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "cannot {what} the last ORG_ADMIN of the organization"
+        )));
+    }
+    Ok(())
+}
+
+/// Changes a member's organization role (admins only).
+pub async fn update_member_role(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    user_id: &str,
+    role: Option<OrgRole>,
+) -> Result<(Member, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::ManageMembers)
+        .await?;
+    let user_id = rules::id("user_id", user_id)?;
+    let role =
+        role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
+    let org = require_org(state, &org_id).await?;
+    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
+    let user = require_user(state, user_id).await?;
+    let tx = state.store.write().await?;
+    let current = identity::membership(tx.conn(), &org_id, user_id)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "user `{user_id}` is not a member of the organization"
+            ))
+        })?;
+    if role != OrgRole::Admin {
+        check_not_last_admin(&tx, &current, "demote").await?;
+    }
+    let before = current.role.clone();
+    let updated = identity::set_member_role(tx.conn(), current, role.as_str()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "member.update_role",
+            target_type: "user",
+            target_id: user_id,
+            details: json!({ "before": before, "after": role.as_str() }),
+        },
+    )
+    .await?;
+    let member = Member {
+        membership: updated,
+        email: user.email,
+    };
+    Ok((member, tx.commit().await?))
+}
+
+/// Removes a member: their PATs, team memberships and grants in the
+/// organization go with them, in the same transaction.
+pub async fn remove_member(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    user_id: &str,
+) -> Result<u64> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::RemoveUsers)
+        .await?;
+    let user_id = rules::id("user_id", user_id)?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    let current = identity::membership(conn, &org_id, user_id)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "user `{user_id}` is not a member of the organization"
+            ))
+        })?;
+    check_not_last_admin(&tx, &current, "remove").await?;
+    identity::delete_membership(conn, &org_id, user_id).await?;
+    let now = now_ms();
+    let revoked = keys::revoke_user_pats(conn, &org_id, user_id, now).await?;
+    teams::delete_user_from_teams(conn, &org_id, user_id).await?;
+    let grants = identity::delete_grants_of_subject(conn, &org_id, "user", user_id).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "member.remove",
+            target_type: "user",
+            target_id: user_id,
+            details: json!({ "role": current.role, "revoked_pats": revoked, "deleted_grants": grants }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// Members of an organization, for anyone who may view members.
+pub async fn list_members(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    page: Page<'_>,
+) -> Result<(Vec<Member>, String)> {
+    let org_id = caller.organization(org_id);
+    caller
+        .authorize_org(&state.store, org_id, OrgPermission::ViewMembers)
+        .await?;
+    let size = page_size(page.size);
+    let rows = identity::members(state.store.db(), org_id, page.token, size + 1).await?;
+    let members = rows
+        .into_iter()
+        .map(|(membership, user)| Member {
+            membership,
+            email: user.email,
+        })
+        .collect();
+    Ok(finish_page(members, size, |m| m.membership.user_id.clone()))
+}
+
+/// Invites an email to an organization with a role (admins only).
+pub async fn create_invite(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    email: &str,
+    role: Option<OrgRole>,
+) -> Result<(invite::Model, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::InviteUsers)
+        .await?;
+    let email = rules::email("email", email)?;
+    let role =
+        role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
+    let org = require_org(state, &org_id).await?;
+    rules::check_can_add_members(&org)?;
+    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    if identity::invite_by_email(conn, &org_id, &email)
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "`{email}` already has a pending invite"
+        )));
+    }
+    if let Some(user) = identity::user_by_email(conn, &email).await?
+        && identity::membership(conn, &org_id, &user.id)
+            .await?
+            .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "`{email}` is already a member of the organization"
+        )));
+    }
+    let invite = invite::Model {
+        id: new_id(),
+        organization_id: org_id.clone(),
+        email,
+        role: role.as_str().into(),
+        created_by: Actor::of(caller).id,
+        created_at: now_ms(),
+    };
+    identity::insert(conn, invite.clone().into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "invite.create",
+            target_type: "invite",
+            target_id: &invite.id,
+            details: json!({ "email": invite.email, "role": invite.role }),
+        },
+    )
+    .await?;
+    Ok((invite, tx.commit().await?))
+}
+
+/// Pending invites of an organization (admins only).
+pub async fn list_invites(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    page: Page<'_>,
+) -> Result<(Vec<invite::Model>, String)> {
+    let org_id = caller.organization(org_id);
+    caller
+        .authorize_org(&state.store, org_id, OrgPermission::InviteUsers)
+        .await?;
+    let size = page_size(page.size);
+    let rows = identity::invites(state.store.db(), org_id, page.token, size + 1).await?;
+    Ok(finish_page(rows, size, |i| i.id.clone()))
+}
+
+/// Deletes a pending invite (admins only).
+pub async fn delete_invite(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    invite_id: &str,
+) -> Result<u64> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::DeleteInvites)
+        .await?;
+    let invite_id = rules::id("invite_id", invite_id)?;
+    let tx = state.store.write().await?;
+    let invite = identity::invite(tx.conn(), invite_id)
+        .await?
+        .filter(|i| i.organization_id == org_id)
+        .ok_or_else(|| Error::NotFound(format!("invite `{invite_id}` not found")))?;
+    identity::delete_invite(tx.conn(), &invite.id).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "invite.delete",
+            target_type: "invite",
+            target_id: &invite.id,
+            details: json!({ "email": invite.email }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// Accepts an invite addressed to the calling user's email.
+pub async fn accept_invite(
+    state: &AppState,
+    caller: &Caller,
+    invite_id: &str,
+) -> Result<(Member, u64)> {
+    let user_id = caller.user_id()?.to_owned();
+    let invite_id = rules::id("invite_id", invite_id)?;
+    let user = require_user(state, &user_id).await?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    let invite = identity::invite(conn, invite_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("invite `{invite_id}` not found")))?;
+    if invite.email != user.email {
+        return Err(Error::PermissionDenied(
+            "the invite is addressed to another email".into(),
+        ));
+    }
+    let org = identity::organization(conn, &invite.organization_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("the organization of the invite no longer exists".into()))?;
+    let role = OrgRole::from_db(&invite.role)
+        .ok_or_else(|| Error::FailedPrecondition("the invite has an unknown role".into()))?;
+    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
+    if identity::membership(conn, &org.id, &user.id)
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(
+            "you are already a member of the organization".into(),
+        ));
+    }
+    identity::delete_invite(conn, &invite.id).await?;
+    let member = join(&tx, &org, &user, role).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org.id),
+            action: "invite.accept",
+            target_type: "invite",
+            target_id: &invite.id,
+            details: json!({ "user_id": user.id, "role": invite.role }),
+        },
+    )
+    .await?;
+    Ok((member, tx.commit().await?))
+}

@@ -1,0 +1,212 @@
+//! The rules of the access model that are not permissions: plans, personal
+//! organizations, and the validation of names, emails and slugs.
+
+use crate::{
+    authz::OrgRole,
+    config::DeploymentMode,
+    error::{Error, Result},
+    store::entity::organization,
+};
+
+/// An organization's plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Plan {
+    /// The developer plan of personal organizations.
+    Personal,
+    Plus,
+    Enterprise,
+}
+
+impl Plan {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Personal => "personal",
+            Self::Plus => "plus",
+            Self::Enterprise => "enterprise",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn from_db(s: &str) -> Option<Self> {
+        match s {
+            "personal" => Some(Self::Personal),
+            "plus" => Some(Self::Plus),
+            "enterprise" => Some(Self::Enterprise),
+            _ => None,
+        }
+    }
+
+    /// The plan of a stored organization (unknown values read as the lowest plan).
+    pub fn of(org: &organization::Model) -> Self {
+        Self::from_db(&org.plan).unwrap_or(Self::Personal)
+    }
+}
+
+/// Checks that `role` may be held in `org`: every member of a personal
+/// organization is an admin, and in `saas` mode ORG_USER and ORG_VIEWER need
+/// the plus plan or higher.
+pub fn check_member_role(
+    mode: DeploymentMode,
+    org: &organization::Model,
+    role: OrgRole,
+) -> Result<()> {
+    if role == OrgRole::Admin {
+        return Ok(());
+    }
+    if org.personal {
+        return Err(Error::FailedPrecondition(
+            "every member of a personal organization is ORG_ADMIN".into(),
+        ));
+    }
+    if mode == DeploymentMode::Saas && Plan::of(org) < Plan::Plus {
+        return Err(Error::FailedPrecondition(format!(
+            "{} needs the plus plan or higher; the organization is on the {} plan",
+            role.as_str(),
+            Plan::of(org).as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses to add anyone to a personal organization.
+pub fn check_can_add_members(org: &organization::Model) -> Result<()> {
+    if org.personal {
+        return Err(Error::FailedPrecondition(
+            "a personal organization cannot invite or add members; create a shared organization"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a display name: 1 to 100 characters, no control characters.
+pub fn name(field: &'static str, value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > 100 {
+        return Err(Error::invalid(field, "must be at most 100 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Validates an email address and lower-cases it.
+pub fn email(field: &'static str, value: &str) -> Result<String> {
+    let value = value.trim().to_lowercase();
+    let valid = value.len() <= 254
+        && value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !value[local.len() + 1..].contains('@')
+        })
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(Error::invalid(
+            field,
+            "must be an email address like name@example.com",
+        ));
+    }
+    Ok(value)
+}
+
+/// Validates an identity-provider subject: 1 to 255 printable characters.
+pub fn subject(field: &'static str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > 255 || value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "must be at most 255 printable characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Validates a non-empty id field.
+pub fn id<'a>(field: &'static str, value: &'a str) -> Result<&'a str> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if value.len() > 64 {
+        return Err(Error::invalid(field, "is not a valid id"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(plan: Plan, personal: bool) -> organization::Model {
+        organization::Model {
+            id: "o".into(),
+            name: "o".into(),
+            name_key: None,
+            plan: plan.as_str().into(),
+            personal,
+            personal_owner_user_id: None,
+            pat_creation_disabled: false,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn saas_personal_plan_allows_only_admins() {
+        let o = org(Plan::Personal, false);
+        assert!(check_member_role(DeploymentMode::Saas, &o, OrgRole::Admin).is_ok());
+        assert!(check_member_role(DeploymentMode::Saas, &o, OrgRole::User).is_err());
+        assert!(check_member_role(DeploymentMode::Saas, &o, OrgRole::Viewer).is_err());
+        assert!(check_member_role(DeploymentMode::SelfHosted, &o, OrgRole::Viewer).is_ok());
+        assert!(
+            check_member_role(
+                DeploymentMode::Saas,
+                &org(Plan::Plus, false),
+                OrgRole::Viewer
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn personal_organizations_hold_only_admins_in_every_mode() {
+        let o = org(Plan::Personal, true);
+        assert!(check_member_role(DeploymentMode::SelfHosted, &o, OrgRole::User).is_err());
+        assert!(check_can_add_members(&o).is_err());
+    }
+
+    #[test]
+    fn emails_are_validated_and_lowercased() {
+        assert_eq!(
+            email("email", " Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "ann@.com",
+        ] {
+            assert!(email("email", bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(name("name", "  Acme ").unwrap(), "Acme");
+        assert!(name("name", "   ").is_err());
+        assert!(name("name", &"x".repeat(101)).is_err());
+        assert!(name("name", "a\u{7}b").is_err());
+    }
+}

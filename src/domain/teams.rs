@@ -1,0 +1,212 @@
+//! Teams: groups of organization members that workspace grants can name.
+
+use sea_orm::IntoActiveModel;
+use serde_json::json;
+
+use super::{
+    Page,
+    audit::{self, Actor, Change},
+    rules,
+};
+use crate::{
+    auth::Caller,
+    authz::OrgPermission,
+    error::{Error, Result},
+    state::AppState,
+    store::{
+        WriteTx,
+        entity::{team, team_member},
+        finish_page, identity, new_id, now_ms, page_size, teams,
+    },
+};
+
+/// A team with its members' user ids.
+pub type TeamWithMembers = (team::Model, Vec<String>);
+
+async fn team_in_org(tx: &WriteTx, org_id: &str, team_id: &str) -> Result<team::Model> {
+    let team_id = rules::id("team_id", team_id)?;
+    teams::team(tx.conn(), team_id)
+        .await?
+        .filter(|t| t.organization_id == org_id)
+        .ok_or_else(|| Error::NotFound(format!("team `{team_id}` not found")))
+}
+
+/// Creates a team (admins only).
+pub async fn create_team(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    name: &str,
+) -> Result<(team::Model, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
+        .await?;
+    let name = rules::name("name", name)?;
+    let tx = state.store.write().await?;
+    if teams::team_by_name(tx.conn(), &org_id, &name)
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "a team named `{name}` already exists"
+        )));
+    }
+    let team = team::Model {
+        id: new_id(),
+        organization_id: org_id.clone(),
+        name,
+        created_at: now_ms(),
+    };
+    identity::insert(tx.conn(), team.clone().into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "team.create",
+            target_type: "team",
+            target_id: &team.id,
+            details: json!({ "name": team.name }),
+        },
+    )
+    .await?;
+    Ok((team, tx.commit().await?))
+}
+
+/// Deletes a team, its memberships and its grants (admins only).
+pub async fn delete_team(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    team_id: &str,
+) -> Result<u64> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
+        .await?;
+    let tx = state.store.write().await?;
+    let team = team_in_org(&tx, &org_id, team_id).await?;
+    teams::delete_team(tx.conn(), &org_id, &team.id).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "team.delete",
+            target_type: "team",
+            target_id: &team.id,
+            details: json!({ "name": team.name }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// Teams of an organization, for anyone who may view members.
+pub async fn list_teams(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    page: Page<'_>,
+) -> Result<(Vec<TeamWithMembers>, String)> {
+    let org_id = caller.organization(org_id);
+    caller
+        .authorize_org(&state.store, org_id, OrgPermission::ViewMembers)
+        .await?;
+    let size = page_size(page.size);
+    let rows = teams::teams(state.store.db(), org_id, page.token, size + 1).await?;
+    Ok(finish_page(rows, size, |(t, _)| t.id.clone()))
+}
+
+/// Adds an organization member to a team (admins only).
+pub async fn add_team_member(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    team_id: &str,
+    user_id: &str,
+) -> Result<(TeamWithMembers, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
+        .await?;
+    let user_id = rules::id("user_id", user_id)?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    let team = team_in_org(&tx, &org_id, team_id).await?;
+    if identity::membership(conn, &org_id, user_id)
+        .await?
+        .is_none()
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "user `{user_id}` is not a member of the organization; add them first"
+        )));
+    }
+    if teams::is_team_member(conn, &team.id, user_id).await? {
+        return Err(Error::AlreadyExists(format!(
+            "user `{user_id}` is already in team `{}`",
+            team.name
+        )));
+    }
+    let row = team_member::Model {
+        team_id: team.id.clone(),
+        user_id: user_id.to_owned(),
+        organization_id: org_id.clone(),
+        created_at: now_ms(),
+    };
+    identity::insert(conn, row.into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "team.add_member",
+            target_type: "team",
+            target_id: &team.id,
+            details: json!({ "user_id": user_id }),
+        },
+    )
+    .await?;
+    let members = teams::team_member_ids(conn, &team.id).await?;
+    Ok(((team, members), tx.commit().await?))
+}
+
+/// Removes a user from a team (admins only); grants through the team go with it.
+pub async fn remove_team_member(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    team_id: &str,
+    user_id: &str,
+) -> Result<(TeamWithMembers, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
+        .await?;
+    let user_id = rules::id("user_id", user_id)?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    let team = team_in_org(&tx, &org_id, team_id).await?;
+    if !teams::is_team_member(conn, &team.id, user_id).await? {
+        return Err(Error::NotFound(format!(
+            "user `{user_id}` is not in team `{}`",
+            team.name
+        )));
+    }
+    teams::delete_team_member(conn, &team.id, user_id).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "team.remove_member",
+            target_type: "team",
+            target_id: &team.id,
+            details: json!({ "user_id": user_id }),
+        },
+    )
+    .await?;
+    let members = teams::team_member_ids(conn, &team.id).await?;
+    Ok(((team, members), tx.commit().await?))
+}

@@ -1,0 +1,66 @@
+//! # Portcullis
+//!
+//! A gRPC authorization service. Backend services ask it "may principal X do
+//! Y on resource Z in workspace T?"; administrators manage organizations,
+//! users, teams, workspaces, roles and API keys through the same API.
+//!
+//! ## Architecture
+//!
+//! ```text
+//!  client ──gRPC──▶ server.rs ─ AuthLayer (auth/layer.rs): span, key → Caller
+//!                       │
+//!                       ▼
+//!                  api/*.rs        decode → call domain → encode (no rules)
+//!                       │
+//!                       ▼
+//!           domain/*.rs, authz/    rules of the access model, permission tables
+//!                       │
+//!                       ▼
+//!                  store/          sea-orm entities, migrations, repository fns
+//!                       │
+//!                SQLite (default) or PostgreSQL
+//! ```
+//!
+//! * Every RPC except health and reflection is authenticated by
+//!   [`auth::AuthLayer`]: `authorization: Bearer <api key>` becomes an
+//!   [`auth::Caller`] in the request extensions. Keys have a recognisable
+//!   prefix and a checksum ([`auth::key`]), so garbage never reaches storage;
+//!   only their SHA-256 is stored.
+//! * Admin RPCs are authorized with the same engine the service offers:
+//!   organization permissions come from [`authz::org`].
+//! * Every change is one transaction ([`store::WriteTx`]) that first advances
+//!   the global revision and also writes the audit event; the revision is
+//!   returned to the caller.
+//! * Errors: [`store::StoreError`] below, [`error::Error`] above, mapped to
+//!   `tonic::Status` in exactly one place.
+//!
+//! Configuration is one typed struct ([`config::ServeConfig`]) parsed by clap
+//! in `main.rs`; shared state is [`state::AppState`].
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod server;
+pub mod state;
+pub mod store;
+
+/// Generated protobuf and gRPC code, and the descriptor set for reflection.
+pub mod proto {
+    /// `portcullis.v1`.
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("portcullis.v1");
+    }
+
+    /// The encoded `FileDescriptorSet` of every proto file, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("portcullis_descriptor");
+
+    pub use prost_types::Timestamp;
+}

@@ -1,0 +1,153 @@
+//! The `portcullis` command line: `serve`, `migrate` and `bootstrap`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis::{
+    bootstrap::{self, BootstrapInput},
+    config::{DatabaseConfig, LogFormat, ServeConfig},
+    server,
+    state::AppState,
+    store::Store,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Portcullis: a gRPC authorization service.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "PORTCULLIS_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    log_format: LogFormat,
+
+    /// Log filter, in `tracing` syntax (e.g. `info`, `portcullis=debug`).
+    #[arg(long, env = "PORTCULLIS_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Migrates the database (creating a SQLite file if needed) and serves gRPC.
+    Serve(ServeConfig),
+    /// Applies pending database migrations and exits.
+    Migrate(DatabaseConfig),
+    /// Creates the first organization, its admin and an organization-scoped
+    /// service key; prints one JSON object with the key, shown only once.
+    Bootstrap {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Name of the first organization.
+        #[arg(
+            long,
+            env = "PORTCULLIS_BOOTSTRAP_ORGANIZATION",
+            default_value = "default"
+        )]
+        organization_name: String,
+        /// Email of the first admin.
+        #[arg(
+            long,
+            env = "PORTCULLIS_BOOTSTRAP_ADMIN_EMAIL",
+            default_value = "admin@localhost.localdomain"
+        )]
+        admin_email: String,
+        /// The admin's subject id at the identity provider.
+        #[arg(
+            long,
+            env = "PORTCULLIS_BOOTSTRAP_ADMIN_SUBJECT",
+            default_value = "admin"
+        )]
+        admin_subject: String,
+    },
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn open_store(database: &DatabaseConfig) -> Result<Store, String> {
+    let store = Store::connect(&database.database_url)
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate the database: {e}"))?;
+    Ok(store)
+}
+
+async fn serve(config: ServeConfig) -> Result<(), String> {
+    let store = if config.no_migrate {
+        Store::connect(&config.database.database_url)
+            .await
+            .map_err(|e| format!("cannot open the database: {e}"))?
+    } else {
+        open_store(&config.database).await?
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(listen = %config.listen, mode = ?config.deployment_mode, "serving");
+    let state = AppState::new(store, config.settings());
+    server::run(listener, state, server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Migrate(database) => {
+            open_store(&database).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Bootstrap {
+            database,
+            organization_name,
+            admin_email,
+            admin_subject,
+        } => {
+            let store = open_store(&database).await?;
+            let input = BootstrapInput {
+                organization_name,
+                admin_email,
+                admin_subject,
+            };
+            let out = bootstrap::run(&store, &input)
+                .await
+                .map_err(|e| format!("bootstrap failed: {e}"))?;
+            println!("{}", out.to_json());
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("portcullis: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Builds and runs the gRPC server: the auth layer, health, reflection, the
+//! services, and graceful shutdown.
+//!
+//! `run` takes a bound listener and a shutdown future so that `main` and the
+//! tests drive it the same way.
+
+use std::time::Duration;
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::{
+        audit::AuditApi,
+        identity::IdentityApi,
+        noop::NoopApi,
+        pending::{CheckApi, RolesApi, WorkspaceApi},
+    },
+    auth::AuthLayer,
+    proto::{
+        self,
+        v1::{
+            audit_service_server::AuditServiceServer, check_service_server::CheckServiceServer,
+            identity_service_server::IdentityServiceServer, noop_service_server::NoopServiceServer,
+            roles_service_server::RolesServiceServer,
+            workspace_service_server::WorkspaceServiceServer,
+        },
+    },
+    state::AppState,
+    store::Store,
+};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The fully qualified names of the served services, for health.
+pub const SERVICE_NAMES: &[&str] = &[
+    "portcullis.v1.IdentityService",
+    "portcullis.v1.WorkspaceService",
+    "portcullis.v1.RolesService",
+    "portcullis.v1.CheckService",
+    "portcullis.v1.AuditService",
+];
+
+async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Keeps health in step with storage: NOT_SERVING while it cannot be reached.
+async fn watch_storage(store: Store, reporter: HealthReporter, every: Duration) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(every).await;
+        let up = store.ping().await.is_ok();
+        if up != serving {
+            serving = up;
+            if up {
+                tracing::info!("storage reachable again; serving");
+                set_status(&reporter, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("storage unreachable; health is NOT_SERVING");
+                set_status(&reporter, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains in-flight calls
+/// for at most the configured grace period.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_status(&reporter, ServingStatus::Serving).await;
+    // grpcurl asks v1 first and falls back to v1alpha; older clients only know v1alpha.
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let watcher = tokio::spawn(watch_storage(
+        state.store.clone(),
+        reporter.clone(),
+        state.settings.health_probe_interval,
+    ));
+    let grace = state.settings.shutdown_grace;
+    let (draining_tx, draining_rx) = oneshot::channel::<()>();
+    let signal_reporter = reporter.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        set_status(&signal_reporter, ServingStatus::NotServing).await;
+        let _ = draining_tx.send(());
+    };
+
+    let noop = state
+        .settings
+        .bench_noop
+        .then(|| NoopServiceServer::new(NoopApi));
+    let router = Server::builder()
+        .layer(AuthLayer::new(state.store.clone()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IdentityServiceServer::new(IdentityApi::new(state.clone())))
+        .add_service(WorkspaceServiceServer::new(WorkspaceApi::new(
+            state.clone(),
+        )))
+        .add_service(RolesServiceServer::new(RolesApi))
+        .add_service(CheckServiceServer::new(CheckApi))
+        .add_service(AuditServiceServer::new(AuditApi::new(state.clone())))
+        .add_optional_service(noop);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serve = router.serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        result = &mut serve => result.map_err(ServerError::from),
+        () = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; dropping unfinished calls");
+            Ok(())
+        }
+    };
+    watcher.abort();
+    result
+}
+
+/// Resolves on SIGINT (ctrl-c) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

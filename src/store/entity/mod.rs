@@ -1,0 +1,14 @@
+//! sea-orm entities, one file per table. Hand-written to match `migration`.
+
+pub mod api_key;
+pub mod audit_event;
+pub mod grant;
+pub mod invite;
+pub mod membership;
+pub mod organization;
+pub mod revision;
+pub mod service_account;
+pub mod team;
+pub mod team_member;
+pub mod user;
+pub mod workspace;

@@ -1,0 +1,144 @@
+//! Repository functions for service accounts and API keys.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+
+use super::{
+    StoreResult,
+    entity::{api_key, service_account},
+};
+
+/// A service account by id.
+pub async fn service_account<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+) -> StoreResult<Option<service_account::Model>> {
+    Ok(service_account::Entity::find_by_id(id.to_owned())
+        .one(conn)
+        .await?)
+}
+
+/// A service account of an organization by name.
+pub async fn service_account_by_name<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    name: &str,
+) -> StoreResult<Option<service_account::Model>> {
+    Ok(service_account::Entity::find()
+        .filter(service_account::Column::OrganizationId.eq(org_id))
+        .filter(service_account::Column::Name.eq(name))
+        .one(conn)
+        .await?)
+}
+
+/// Service accounts of an organization, ordered by id.
+pub async fn service_accounts<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    after: &str,
+    limit: u64,
+) -> StoreResult<Vec<service_account::Model>> {
+    Ok(service_account::Entity::find()
+        .filter(service_account::Column::OrganizationId.eq(org_id))
+        .filter(service_account::Column::Id.gt(after))
+        .order_by_asc(service_account::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// Deletes a service account row.
+pub async fn delete_service_account<C: ConnectionTrait>(conn: &C, id: &str) -> StoreResult<()> {
+    service_account::Entity::delete_by_id(id.to_owned())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// An API key by id.
+pub async fn api_key<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+) -> StoreResult<Option<api_key::Model>> {
+    Ok(api_key::Entity::find_by_id(id.to_owned()).one(conn).await?)
+}
+
+/// An API key by the hash of its secret.
+pub async fn api_key_by_hash<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+) -> StoreResult<Option<api_key::Model>> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(hash))
+        .one(conn)
+        .await?)
+}
+
+/// API keys of an organization ordered by id; only one user's PATs when `user_id` is set.
+pub async fn api_keys<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    user_id: Option<&str>,
+    after: &str,
+    limit: u64,
+) -> StoreResult<Vec<api_key::Model>> {
+    let mut query = api_key::Entity::find()
+        .filter(api_key::Column::OrganizationId.eq(org_id))
+        .filter(api_key::Column::Id.gt(after));
+    if let Some(user_id) = user_id {
+        query = query.filter(api_key::Column::UserId.eq(user_id));
+    }
+    Ok(query
+        .order_by_asc(api_key::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// Writes the mutable fields of a key (description, expiry, revocation).
+pub async fn update_api_key<C: ConnectionTrait>(
+    conn: &C,
+    key: api_key::Model,
+) -> StoreResult<api_key::Model> {
+    let (description, expires_at, revoked_at) =
+        (key.description.clone(), key.expires_at, key.revoked_at);
+    let mut row = key.into_active_model();
+    row.description = Set(description);
+    row.expires_at = Set(expires_at);
+    row.revoked_at = Set(revoked_at);
+    Ok(row.update(conn).await?)
+}
+
+/// Revokes, at `now`, every live PAT of a user in an organization.
+pub async fn revoke_user_pats<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    user_id: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let res = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+        .filter(api_key::Column::OrganizationId.eq(org_id))
+        .filter(api_key::Column::UserId.eq(user_id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Revokes, at `now`, every live key of a service account.
+pub async fn revoke_service_account_keys<C: ConnectionTrait>(
+    conn: &C,
+    service_account_id: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let res = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+        .filter(api_key::Column::ServiceAccountId.eq(service_account_id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected)
+}

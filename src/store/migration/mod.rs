@@ -1,0 +1,25 @@
+//! Numbered, reversible schema migrations. The SQL is the portable subset that
+//! SQLite and PostgreSQL both accept, so both backends share one schema.
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_identity;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_identity::Migration)]
+    }
+}
+
+/// Runs each statement of a `;`-separated script.
+async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
+    let conn = manager.get_connection();
+    for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
