@@ -49,17 +49,9 @@ pub struct ServeConfig {
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Address of the Prometheus metrics endpoint; disabled when absent.
-    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-
     /// `self_hosted` bypasses plan checks; `saas` enforces them.
     #[arg(long, env = "PORTCULLIS_DEPLOYMENT_MODE", value_enum, default_value_t)]
     pub deployment_mode: DeploymentMode,
-
-    /// Maximum number of cached (principal, workspace) entries.
-    #[arg(long, env = "PORTCULLIS_CACHE_CAPACITY", default_value_t = 100_000)]
-    pub cache_capacity: u64,
 
     /// Do not apply pending migrations at start-up (run `portcullis migrate` instead).
     #[arg(long, env = "PORTCULLIS_NO_MIGRATE")]

@@ -372,22 +372,20 @@ pub async fn ensure_personal_organization(
         user_id.to_owned()
     };
     let user = require_user(state, &user_id).await?;
-    let tx = state.store.write().await?;
-    let conn = tx.conn();
-    if let Some(org) = identity::personal_organization(conn, &user_id).await? {
-        let membership = identity::membership(conn, &org.id, &user_id)
+    if let Some(org) = identity::personal_organization(state.store.db(), &user_id).await? {
+        let membership = identity::membership(state.store.db(), &org.id, &user_id)
             .await?
             .ok_or_else(|| {
                 Error::FailedPrecondition("the personal organization has lost its owner".into())
             })?;
-        drop(tx);
-        let revision = state.store.revision().await?;
         let member = Member {
             membership,
             email: user.email,
         };
-        return Ok((org, member, false, revision));
+        return Ok((org, member, false, state.store.revision().await?));
     }
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
     let org = new_organization("Personal".into(), Plan::Personal, Some(&user_id));
     identity::insert(conn, org.clone().into_active_model()).await?;
     let member = join(&tx, &org, &user, OrgRole::Admin).await?;
