@@ -12,10 +12,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::{
-        audit::AuditApi,
-        identity::IdentityApi,
-        noop::NoopApi,
-        pending::{CheckApi, RolesApi, WorkspaceApi},
+        audit::AuditApi, identity::IdentityApi, noop::NoopApi, pending::CheckApi, roles::RolesApi,
+        workspace::WorkspaceApi,
     },
     auth::AuthLayer,
     proto::{
@@ -122,7 +120,7 @@ pub async fn run(
         .add_service(WorkspaceServiceServer::new(WorkspaceApi::new(
             state.clone(),
         )))
-        .add_service(RolesServiceServer::new(RolesApi))
+        .add_service(RolesServiceServer::new(RolesApi::new(state.clone())))
         .add_service(CheckServiceServer::new(CheckApi))
         .add_service(AuditServiceServer::new(AuditApi::new(state.clone())))
         .add_optional_service(noop);

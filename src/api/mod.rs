@@ -5,6 +5,8 @@ pub mod audit;
 pub mod identity;
 pub mod noop;
 pub mod pending;
+pub mod roles;
+pub mod workspace;
 
 use prost_types::Timestamp;
 use tonic::{Request, Status};

@@ -1,8 +1,11 @@
 //! The check engine: plain data in, decisions out. No gRPC, no SQL.
 //!
-//! `org` holds the organization-level permission table of the access model;
-//! the workspace engine (resolved sets, scopes, explain) builds on it.
+//! * `org` — organization roles and the organization-level permission table.
+//! * `catalogue` — the permission catalogue and the system workspace roles.
+//! * `engine` — scopes, effective grants and the allow/deny evaluation.
 
+pub mod catalogue;
+pub mod engine;
 pub mod org;
 
 pub use org::{OrgPermission, OrgRole};

@@ -1,13 +1,18 @@
 //! The rules of the access model as plain Rust: identity (organizations,
-//! users, members, invites), teams, service accounts and keys. Each function
-//! authorizes its caller, validates, and makes its change in one transaction
-//! that also records the audit event.
+//! users, members, invites), teams, service accounts and keys, workspaces and
+//! grants, roles, applications, tags and settings. Each function authorizes
+//! its caller, validates, and makes its change in one transaction that also
+//! records the audit event.
 
+pub mod access;
 pub mod audit;
 pub mod keys;
 pub mod organizations;
+pub mod resources;
+pub mod roles;
 pub mod rules;
 pub mod teams;
+pub mod workspaces;
 
 /// A page request of a list RPC.
 #[derive(Clone, Copy, Debug, Default)]

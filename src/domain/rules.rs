@@ -141,6 +141,57 @@ pub fn id<'a>(field: &'static str, value: &'a str) -> Result<&'a str> {
     Ok(value)
 }
 
+/// Validates a workspace key: a URL slug of 1 to 63 lower-case letters,
+/// digits and inner hyphens.
+pub fn slug(field: &'static str, value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if !ok {
+        return Err(Error::invalid(
+            field,
+            "must be a URL slug: 1 to 63 lower-case letters, digits and inner hyphens (e.g. `ml-research`)",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Validates a tag key: a letter, then letters, digits or `_ . : / -`; at most 64.
+pub fn tag_key(field: &'static str, value: &str) -> Result<String> {
+    let ok = value.len() <= 64
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c));
+    if !ok {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "tag key `{value}` must start with a letter and use only letters, digits and `_ . : / -` (at most 64)"
+            ),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Validates a tag value: 1 to 256 printable characters.
+pub fn tag_value(field: &'static str, value: &str) -> Result<String> {
+    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!("tag value `{value}` must be 1 to 256 printable characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +251,26 @@ mod tests {
         ] {
             assert!(email("email", bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn slugs_are_lowercase_with_inner_hyphens() {
+        assert!(slug("key", "ml-research").is_ok());
+        assert!(slug("key", "a").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", "a b", &"x".repeat(64)] {
+            assert!(slug("key", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tag_keys_and_values_are_validated() {
+        assert!(tag_key("tags", "Environment").is_ok());
+        assert!(tag_key("tags", "team/owner.v2").is_ok());
+        assert!(tag_key("tags", "1env").is_err());
+        assert!(tag_key("tags", "env name").is_err());
+        assert!(tag_value("tags", "prod").is_ok());
+        assert!(tag_value("tags", "").is_err());
+        assert!(tag_value("tags", &"v".repeat(257)).is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub mod entity;
 pub mod identity;
 pub mod keys;
 pub mod migration;
+pub mod roles;
 pub mod teams;
+pub mod workspaces;
 
 use std::time::Duration;
 

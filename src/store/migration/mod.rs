@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m0001_identity;
+mod m0002_workspaces;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -11,7 +12,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_identity::Migration)]
+        vec![
+            Box::new(m0001_identity::Migration),
+            Box::new(m0002_workspaces::Migration),
+        ]
     }
 }
 

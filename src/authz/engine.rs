@@ -1,0 +1,173 @@
+//! Evaluation: given what a principal holds in a workspace (its organization
+//! role and its effective grants), answer whether it may use a permission on a
+//! resource with given tags. Default deny.
+
+use super::catalogue::PermissionSet;
+
+/// The tag key applications are built on.
+pub const APPLICATION_TAG: &str = "Application";
+
+/// One tag condition: the resource has tag `key` with one of `values`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagCondition {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// Narrows a grant to resources whose tags satisfy every condition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub conditions: Vec<TagCondition>,
+}
+
+impl Scope {
+    /// Answers whether a resource with `tags` is inside the scope.
+    pub fn matches(&self, tags: &[(String, String)]) -> bool {
+        self.conditions.iter().all(|c| {
+            tags.iter()
+                .any(|(k, v)| *k == c.key && c.values.iter().any(|x| x == v))
+        })
+    }
+
+    /// The application the scope names, if it is a plain application scope.
+    pub fn application(&self) -> Option<&str> {
+        match self.conditions.as_slice() {
+            [c] if c.key == APPLICATION_TAG && c.values.len() == 1 => Some(&c.values[0]),
+            _ => None,
+        }
+    }
+}
+
+/// A grant as it applies to one principal.
+#[derive(Clone, Debug)]
+pub struct EffectiveGrant {
+    pub grant_id: String,
+    /// The role's id (a system role name or a custom role id).
+    pub role: String,
+    /// Set when the grant reaches the principal through a team.
+    pub via_team: Option<String>,
+    pub permissions: PermissionSet,
+    /// `None`: every resource of the workspace.
+    pub scope: Option<Scope>,
+}
+
+impl EffectiveGrant {
+    /// Answers whether this grant allows `permission` on a resource with `tags`.
+    pub fn allows(&self, permission: u16, tags: &[(String, String)]) -> bool {
+        self.permissions.contains(permission) && self.scope.as_ref().is_none_or(|s| s.matches(tags))
+    }
+}
+
+/// What a principal holds in one workspace.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// `ORG_ADMIN` of the workspace's organization: admin of every workspace.
+    pub org_admin: bool,
+    pub grants: Vec<EffectiveGrant>,
+}
+
+impl Access {
+    /// Answers whether `permission` is allowed on a resource with `tags`.
+    /// Workspace-level actions pass no tags, so only unscoped grants apply.
+    pub fn allows(&self, permission: u16, tags: &[(String, String)]) -> bool {
+        self.org_admin || self.grants.iter().any(|g| g.allows(permission, tags))
+    }
+
+    /// Answers whether the principal holds anything in the workspace.
+    pub fn any(&self) -> bool {
+        self.org_admin || !self.grants.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    fn scope(conds: &[(&str, &[&str])]) -> Scope {
+        Scope {
+            conditions: conds
+                .iter()
+                .map(|(k, vs)| TagCondition {
+                    key: (*k).into(),
+                    values: vs.iter().map(|v| (*v).into()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn grant(perms: &[u16], scope: Option<Scope>) -> EffectiveGrant {
+        let mut set = PermissionSet::default();
+        for p in perms {
+            set.insert(*p);
+        }
+        EffectiveGrant {
+            grant_id: "g".into(),
+            role: "r".into(),
+            via_team: None,
+            permissions: set,
+            scope,
+        }
+    }
+
+    #[test]
+    fn nothing_held_denies() {
+        assert!(!Access::default().allows(0, &[]));
+    }
+
+    #[test]
+    fn org_admin_allows_everything() {
+        let a = Access {
+            org_admin: true,
+            grants: vec![],
+        };
+        assert!(a.allows(42, &tags(&[("Environment", "prod")])));
+    }
+
+    #[test]
+    fn unscoped_grant_allows_its_permissions_on_any_resource() {
+        let a = Access {
+            org_admin: false,
+            grants: vec![grant(&[1, 2], None)],
+        };
+        assert!(a.allows(1, &[]));
+        assert!(a.allows(2, &tags(&[("Application", "x")])));
+        assert!(!a.allows(3, &[]));
+    }
+
+    #[test]
+    fn scoped_grant_needs_every_condition() {
+        let s = scope(&[
+            ("Environment", &["dev", "staging"]),
+            ("Application", &["chat"]),
+        ]);
+        let a = Access {
+            org_admin: false,
+            grants: vec![grant(&[1], Some(s))],
+        };
+        assert!(a.allows(1, &tags(&[("Environment", "dev"), ("Application", "chat")])));
+        assert!(!a.allows(
+            1,
+            &tags(&[("Environment", "prod"), ("Application", "chat")])
+        ));
+        assert!(!a.allows(1, &tags(&[("Environment", "dev")])));
+        assert!(
+            !a.allows(1, &[]),
+            "workspace-level actions ignore scoped grants"
+        );
+    }
+
+    #[test]
+    fn untagged_resources_are_outside_application_scopes() {
+        let s = scope(&[(APPLICATION_TAG, &["chat"])]);
+        assert_eq!(s.application(), Some("chat"));
+        assert!(!s.matches(&[]));
+        assert!(s.matches(&tags(&[("Application", "chat")])));
+    }
+}

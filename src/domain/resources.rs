@@ -1,0 +1,385 @@
+//! Applications, resource tags and workspace settings.
+//!
+//! Backends register a resource's tags (or pass them inline in Check); an
+//! application is a named value of the `Application` tag.
+
+use std::collections::BTreeMap;
+
+use sea_orm::IntoActiveModel;
+use serde_json::json;
+
+use super::{
+    Page,
+    access::{authorize_workspace, catalogue, scope_from_json},
+    audit::{self, Actor, Change},
+    rules,
+};
+use crate::{
+    auth::Caller,
+    authz::{OrgPermission, engine::APPLICATION_TAG},
+    error::{Error, Result},
+    state::AppState,
+    store::{
+        entity::{application, resource, workspace, workspace_settings},
+        finish_page, identity, now_ms, page_size, workspaces,
+    },
+};
+
+/// Most tags one resource may carry.
+pub const MAX_TAGS: usize = 50;
+
+/// Creates an application in a workspace (`applications:create`).
+pub async fn create_application(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    name: &str,
+) -> Result<(application::Model, u64)> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "applications:create").await?;
+    let name = rules::tag_value("name", name)?;
+    let tx = state.store.write().await?;
+    if workspaces::application(tx.conn(), &ws.id, &name)
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "application `{name}` already exists"
+        )));
+    }
+    let row = application::Model {
+        workspace_id: ws.id.clone(),
+        name,
+        created_at: now_ms(),
+    };
+    identity::insert(tx.conn(), row.clone().into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "application.create",
+            target_type: "application",
+            target_id: &row.name,
+            details: json!({ "workspace_id": ws.id }),
+        },
+    )
+    .await?;
+    Ok((row, tx.commit().await?))
+}
+
+/// Applications of a workspace (`applications:read`).
+pub async fn list_applications(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    page: Page<'_>,
+) -> Result<(Vec<application::Model>, String)> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "applications:read").await?;
+    let size = page_size(page.size);
+    let rows = workspaces::applications(state.store.db(), &ws.id, page.token, size + 1).await?;
+    Ok(finish_page(rows, size, |a| a.name.clone()))
+}
+
+/// Deletes an application (`applications:delete`); refused while grants are scoped to it.
+pub async fn delete_application(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    name: &str,
+) -> Result<u64> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "applications:delete").await?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    if workspaces::application(conn, &ws.id, name).await?.is_none() {
+        return Err(Error::NotFound(format!("application `{name}` not found")));
+    }
+    let scoped = workspaces::grants(conn, &ws.id, None, "", u64::MAX)
+        .await?
+        .into_iter()
+        .filter(|g| {
+            g.scope.as_deref().is_some_and(|s| {
+                scope_from_json(s)
+                    .conditions
+                    .iter()
+                    .any(|c| c.key == APPLICATION_TAG && c.values.iter().any(|v| v == name))
+            })
+        })
+        .count();
+    if scoped > 0 {
+        return Err(Error::FailedPrecondition(format!(
+            "application `{name}` scopes {scoped} grant(s); revoke them first"
+        )));
+    }
+    workspaces::delete_application(conn, &ws.id, name).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "application.delete",
+            target_type: "application",
+            target_id: name,
+            details: json!({ "workspace_id": ws.id }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+async fn check_resource_ref(
+    state: &AppState,
+    ws: &workspace::Model,
+    resource_type: &str,
+    resource_id: &str,
+) -> Result<()> {
+    if !catalogue(state.store.db(), &ws.organization_id)
+        .await?
+        .has_type(resource_type)
+    {
+        return Err(Error::invalid(
+            "resource_type",
+            format!(
+                "unknown resource type `{resource_type}`; register it with RolesService.RegisterResourceType"
+            ),
+        ));
+    }
+    if resource_id.is_empty()
+        || resource_id.len() > 256
+        || resource_id.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(
+            "resource_id",
+            "must be 1 to 256 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Registers a resource's tags, replacing any it had (`resource_tags:update`).
+/// An `Application` tag must name an existing application.
+pub async fn set_resource_tags(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    resource_type: &str,
+    resource_id: &str,
+    tags: Vec<(String, String)>,
+) -> Result<u64> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "resource_tags:update").await?;
+    check_resource_ref(state, &ws, resource_type, resource_id).await?;
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags per resource"),
+        ));
+    }
+    let mut map = BTreeMap::new();
+    for (k, v) in tags {
+        let k = rules::tag_key("tags.key", &k)?;
+        let v = rules::tag_value("tags.value", &v)?;
+        if map.insert(k.clone(), v).is_some() {
+            return Err(Error::invalid("tags", format!("key `{k}` appears twice")));
+        }
+    }
+    if let Some(app) = map.get(APPLICATION_TAG)
+        && workspaces::application(state.store.db(), &ws.id, app)
+            .await?
+            .is_none()
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "application `{app}` does not exist in the workspace; create it first"
+        )));
+    }
+    let tx = state.store.write().await?;
+    let row = resource::Model {
+        workspace_id: ws.id.clone(),
+        resource_type: resource_type.to_owned(),
+        resource_id: resource_id.to_owned(),
+        tags: serde_json::to_string(&map).unwrap_or_else(|_| "{}".into()),
+        updated_at: now_ms(),
+    };
+    workspaces::put_resource(tx.conn(), row).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "resource.set_tags",
+            target_type: resource_type,
+            target_id: resource_id,
+            details: json!({ "workspace_id": ws.id, "tags": map }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// Decodes stored tags into sorted (key, value) pairs.
+pub fn tags_from_json(json: &str) -> Vec<(String, String)> {
+    serde_json::from_str::<BTreeMap<String, String>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// The tags of a registered resource (`resource_tags:read`).
+pub async fn get_resource_tags(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> Result<Vec<(String, String)>> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "resource_tags:read").await?;
+    let row = workspaces::resource(state.store.db(), &ws.id, resource_type, resource_id)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "resource `{resource_type}/{resource_id}` is not registered"
+            ))
+        })?;
+    Ok(tags_from_json(&row.tags))
+}
+
+/// Forgets a registered resource (`resource_tags:delete`).
+pub async fn delete_resource(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> Result<u64> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "resource_tags:delete").await?;
+    let tx = state.store.write().await?;
+    if !workspaces::delete_resource(tx.conn(), &ws.id, resource_type, resource_id).await? {
+        return Err(Error::NotFound(format!(
+            "resource `{resource_type}/{resource_id}` is not registered"
+        )));
+    }
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "resource.delete",
+            target_type: resource_type,
+            target_id: resource_id,
+            details: json!({ "workspace_id": ws.id }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// A workspace's settings; never-written settings read as zeros (organization
+/// default retention, no usage limit).
+pub async fn get_settings(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+) -> Result<workspace_settings::Model> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    caller
+        .authorize_org(
+            &state.store,
+            &ws.organization_id,
+            OrgPermission::ViewRetention,
+        )
+        .await?;
+    caller
+        .authorize_org(
+            &state.store,
+            &ws.organization_id,
+            OrgPermission::ViewUsageLimits,
+        )
+        .await?;
+    Ok(workspaces::settings(state.store.db(), &ws.id)
+        .await?
+        .unwrap_or(workspace_settings::Model {
+            workspace_id: ws.id,
+            data_retention_days: 0,
+            monthly_trace_limit: 0,
+            updated_at: 0,
+        }))
+}
+
+/// Longest retention a workspace may ask for.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
+/// Changes retention (organization permission to update retention) and usage
+/// limits (permission to update usage limits).
+pub async fn update_settings(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    data_retention_days: Option<u32>,
+    monthly_trace_limit: Option<u64>,
+) -> Result<(workspace_settings::Model, u64)> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    if data_retention_days.is_some() {
+        caller
+            .authorize_org(
+                &state.store,
+                &ws.organization_id,
+                OrgPermission::UpdateRetention,
+            )
+            .await?;
+    }
+    if monthly_trace_limit.is_some() {
+        caller
+            .authorize_org(
+                &state.store,
+                &ws.organization_id,
+                OrgPermission::UpdateUsageLimits,
+            )
+            .await?;
+    }
+    if data_retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
+        return Err(Error::invalid(
+            "data_retention_days",
+            format!("must be at most {MAX_RETENTION_DAYS} (0 means the organization default)"),
+        ));
+    }
+    let limit = monthly_trace_limit
+        .map(|l| {
+            i64::try_from(l).map_err(|_| Error::invalid("monthly_trace_limit", "is too large"))
+        })
+        .transpose()?;
+    let tx = state.store.write().await?;
+    let current = workspaces::settings(tx.conn(), &ws.id).await?;
+    let before = current
+        .as_ref()
+        .map(|c| json!({ "data_retention_days": c.data_retention_days, "monthly_trace_limit": c.monthly_trace_limit }));
+    let row = workspace_settings::Model {
+        workspace_id: ws.id.clone(),
+        data_retention_days: data_retention_days
+            .map(i64::from)
+            .unwrap_or_else(|| current.as_ref().map_or(0, |c| c.data_retention_days)),
+        monthly_trace_limit: limit
+            .unwrap_or_else(|| current.as_ref().map_or(0, |c| c.monthly_trace_limit)),
+        updated_at: now_ms(),
+    };
+    workspaces::put_settings(tx.conn(), row.clone()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "workspace.update_settings",
+            target_type: "workspace",
+            target_id: &ws.id,
+            details: json!({
+                "before": before,
+                "after": { "data_retention_days": row.data_retention_days, "monthly_trace_limit": row.monthly_trace_limit },
+            }),
+        },
+    )
+    .await?;
+    Ok((row, tx.commit().await?))
+}

@@ -1,0 +1,549 @@
+//! Workspaces and grants: the trust boundary inside an organization and who
+//! holds which role in it. The creator of a workspace becomes its admin; a
+//! member's default workspace can never be deleted.
+
+use sea_orm::IntoActiveModel;
+use serde_json::json;
+
+use super::{
+    Page,
+    access::{authorize_workspace, scope_to_json, subjects_of},
+    audit::{self, Actor, Change},
+    rules::{self, Plan},
+};
+use crate::{
+    auth::{Caller, KeyScope, PrincipalId},
+    authz::{
+        OrgPermission, OrgRole,
+        catalogue::SystemRole,
+        engine::{APPLICATION_TAG, Scope, TagCondition},
+    },
+    config::DeploymentMode,
+    error::{Error, Result},
+    state::AppState,
+    store::{
+        entity::{grant, organization, workspace},
+        finish_page, identity, keys, new_id, now_ms, page_size, roles, teams, workspaces,
+    },
+};
+
+fn check_workspace_plan(state: &AppState, org: &organization::Model) -> Result<()> {
+    if state.settings.deployment_mode == DeploymentMode::Saas && Plan::of(org) < Plan::Plus {
+        return Err(Error::FailedPrecondition(format!(
+            "creating or updating workspaces needs the plus plan or higher; the organization is on the {} plan",
+            Plan::of(org).as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn subject_of_principal(p: &PrincipalId) -> (&'static str, String) {
+    match p {
+        PrincipalId::User(id) => ("user", id.clone()),
+        PrincipalId::ServiceAccount(id) => ("service_account", id.clone()),
+    }
+}
+
+/// Creates a workspace (organization admins only); the creator becomes its admin.
+pub async fn create_workspace(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    key: &str,
+    name: &str,
+) -> Result<(workspace::Model, u64)> {
+    let org_id = caller.organization(org_id).to_owned();
+    caller
+        .authorize_org(&state.store, &org_id, OrgPermission::CreateWorkspaces)
+        .await?;
+    let key = rules::slug("key", key)?;
+    let name = if name.trim().is_empty() {
+        key.clone()
+    } else {
+        rules::name("name", name)?
+    };
+    let org = identity::organization(state.store.db(), &org_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
+    if org.personal {
+        return Err(Error::FailedPrecondition(
+            "a personal organization holds at most one workspace".into(),
+        ));
+    }
+    check_workspace_plan(state, &org)?;
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    if workspaces::workspace_by_key(conn, &org_id, &key)
+        .await?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "a workspace with key `{key}` already exists in the organization"
+        )));
+    }
+    let now = now_ms();
+    let ws = workspace::Model {
+        id: new_id(),
+        organization_id: org_id.clone(),
+        key,
+        name,
+        is_default: false,
+        owner_user_id: None,
+        created_at: now,
+    };
+    identity::insert(conn, ws.clone().into_active_model()).await?;
+    let (subject_type, subject_id) = subject_of_principal(&caller.principal);
+    let creator = grant::Model {
+        id: new_id(),
+        organization_id: org_id.clone(),
+        workspace_id: ws.id.clone(),
+        subject_type: subject_type.into(),
+        subject_id,
+        role: SystemRole::Admin.as_str().into(),
+        scope: None,
+        created_at: now,
+    };
+    identity::insert(conn, creator.into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&org_id),
+            action: "workspace.create",
+            target_type: "workspace",
+            target_id: &ws.id,
+            details: json!({ "key": ws.key, "name": ws.name }),
+        },
+    )
+    .await?;
+    Ok((ws, tx.commit().await?))
+}
+
+/// Reads a workspace the caller may read.
+pub async fn get_workspace(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+) -> Result<workspace::Model> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "workspace:read").await?;
+    Ok(ws)
+}
+
+/// The workspaces the caller may see: all of them for organization admins,
+/// else those where the caller (or one of their teams) holds a grant.
+pub async fn list_workspaces(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+    page: Page<'_>,
+) -> Result<(Vec<workspace::Model>, String)> {
+    let org_id = caller.organization(org_id).to_owned();
+    let role = caller.org_role(&state.store, &org_id).await?;
+    let conn = state.store.db();
+    let mut only: Option<Vec<String>> = if role == OrgRole::Admin {
+        None
+    } else {
+        let subjects = subjects_of(conn, &org_id, &caller.principal).await?;
+        let refs: Vec<(&str, &str)> = subjects.iter().map(|(t, id)| (*t, id.as_str())).collect();
+        Some(workspaces::workspace_ids_with_grants(conn, &org_id, &refs).await?)
+    };
+    if caller.acting_service_account_id.is_none()
+        && let KeyScope::Workspaces(allowed) = &caller.key.scope
+    {
+        only = Some(match only {
+            Some(ids) => ids.into_iter().filter(|id| allowed.contains(id)).collect(),
+            None => allowed.clone(),
+        });
+    }
+    let size = page_size(page.size);
+    let rows = workspaces::workspaces(conn, &org_id, only.as_deref(), page.token, size + 1).await?;
+    Ok(finish_page(rows, size, |w| w.id.clone()))
+}
+
+/// Changes a workspace's key or name (`workspace:update`).
+pub async fn update_workspace(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    key: Option<&str>,
+    name: Option<&str>,
+) -> Result<(workspace::Model, u64)> {
+    let mut ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "workspace:update").await?;
+    let org = identity::organization(state.store.db(), &ws.organization_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("the workspace's organization no longer exists".into()))?;
+    check_workspace_plan(state, &org)?;
+    let before = json!({ "key": ws.key, "name": ws.name });
+    if let Some(key) = key {
+        ws.key = rules::slug("key", key)?;
+    }
+    if let Some(name) = name {
+        ws.name = rules::name("name", name)?;
+    }
+    let tx = state.store.write().await?;
+    if let Some(other) =
+        workspaces::workspace_by_key(tx.conn(), &ws.organization_id, &ws.key).await?
+        && other.id != ws.id
+    {
+        return Err(Error::AlreadyExists(format!(
+            "a workspace with key `{}` already exists in the organization",
+            ws.key
+        )));
+    }
+    workspaces::update_workspace(tx.conn(), ws.clone()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "workspace.update",
+            target_type: "workspace",
+            target_id: &ws.id,
+            details: json!({ "before": before, "after": { "key": ws.key, "name": ws.name } }),
+        },
+    )
+    .await?;
+    Ok((ws, tx.commit().await?))
+}
+
+/// Deletes a workspace with everything in it (`workspace:delete`). Default
+/// workspaces cannot be deleted, not even by their owner. Service keys scoped
+/// to it lose it; a key left with no workspace is revoked.
+pub async fn delete_workspace(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+) -> Result<u64> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "workspace:delete").await?;
+    if ws.is_default {
+        return Err(Error::FailedPrecondition(
+            "a default workspace cannot be deleted, not even by its owner".into(),
+        ));
+    }
+    let tx = state.store.write().await?;
+    let conn = tx.conn();
+    let now = now_ms();
+    let mut revoked_keys = 0;
+    for key in workspaces::workspace_scoped_keys(conn, &ws.organization_id).await? {
+        let ids: Vec<String> = serde_json::from_str(&key.workspace_ids).unwrap_or_default();
+        if !ids.contains(&ws.id) {
+            continue;
+        }
+        let rest: Vec<String> = ids.into_iter().filter(|i| *i != ws.id).collect();
+        let revoked = rest.is_empty().then_some(now);
+        revoked_keys += u32::from(revoked.is_some());
+        workspaces::set_key_workspaces(
+            conn,
+            key,
+            serde_json::Value::from(rest).to_string(),
+            revoked,
+        )
+        .await?;
+    }
+    workspaces::delete_workspace(conn, &ws.id).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "workspace.delete",
+            target_type: "workspace",
+            target_id: &ws.id,
+            details: json!({ "key": ws.key, "revoked_keys": revoked_keys }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// Who a grant names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    User(String),
+    Team(String),
+    ServiceAccount(String),
+}
+
+impl Subject {
+    /// The stored (type, id).
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Self::User(id) => ("user", id),
+            Self::Team(id) => ("team", id),
+            Self::ServiceAccount(id) => ("service_account", id),
+        }
+    }
+}
+
+/// A requested scope, before validation.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeInput {
+    pub conditions: Vec<(String, Vec<String>)>,
+    pub application: String,
+}
+
+async fn validate_scope(
+    state: &AppState,
+    ws: &workspace::Model,
+    input: ScopeInput,
+) -> Result<Option<Scope>> {
+    if input.conditions.is_empty() && input.application.is_empty() {
+        return Ok(None);
+    }
+    if input.conditions.len() > 16 {
+        return Err(Error::invalid("scope.conditions", "at most 16 conditions"));
+    }
+    let mut conditions = Vec::new();
+    for (key, values) in input.conditions {
+        let key = rules::tag_key("scope.conditions.key", &key)?;
+        if values.is_empty() || values.len() > 32 {
+            return Err(Error::invalid(
+                "scope.conditions.values",
+                format!("condition on `{key}` must list 1 to 32 values"),
+            ));
+        }
+        let mut checked = Vec::new();
+        for v in values {
+            checked.push(rules::tag_value("scope.conditions.values", &v)?);
+        }
+        if conditions.iter().any(|c: &TagCondition| c.key == key) {
+            return Err(Error::invalid(
+                "scope.conditions",
+                format!("key `{key}` appears twice"),
+            ));
+        }
+        conditions.push(TagCondition {
+            key,
+            values: checked,
+        });
+    }
+    let mut apps: Vec<String> = conditions
+        .iter()
+        .filter(|c| c.key == APPLICATION_TAG)
+        .flat_map(|c| c.values.clone())
+        .collect();
+    if !input.application.is_empty() {
+        if conditions.iter().any(|c| c.key == APPLICATION_TAG) {
+            return Err(Error::invalid(
+                "scope.application",
+                "give the application either here or as an `Application` condition, not both",
+            ));
+        }
+        let app = rules::tag_value("scope.application", &input.application)?;
+        apps.push(app.clone());
+        conditions.push(TagCondition {
+            key: APPLICATION_TAG.into(),
+            values: vec![app],
+        });
+    }
+    for app in apps {
+        if workspaces::application(state.store.db(), &ws.id, &app)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "application `{app}` does not exist in workspace `{}`",
+                ws.key
+            )));
+        }
+    }
+    conditions.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Some(Scope { conditions }))
+}
+
+async fn validate_subject(state: &AppState, org_id: &str, subject: &Subject) -> Result<()> {
+    let conn = state.store.db();
+    match subject {
+        Subject::User(id) => {
+            if identity::membership(conn, org_id, id).await?.is_none() {
+                return Err(Error::FailedPrecondition(format!(
+                    "user `{id}` is not a member of the organization"
+                )));
+            }
+        }
+        Subject::Team(id) => {
+            teams::team(conn, id)
+                .await?
+                .filter(|t| t.organization_id == org_id)
+                .ok_or_else(|| Error::NotFound(format!("team `{id}` not found")))?;
+        }
+        Subject::ServiceAccount(id) => {
+            keys::service_account(conn, id)
+                .await?
+                .filter(|s| s.organization_id == org_id)
+                .ok_or_else(|| Error::NotFound(format!("service account `{id}` not found")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The stored id of a role named in a grant: a system role's name (aliases
+/// accepted) or a custom role's id or name.
+async fn resolve_role(state: &AppState, org_id: &str, role: &str) -> Result<String> {
+    if role.is_empty() {
+        return Err(Error::invalid(
+            "role",
+            "is required: WORKSPACE_ADMIN, WORKSPACE_EDITOR, WORKSPACE_VIEWER (or Owner, Contributor, Reader) or a custom role",
+        ));
+    }
+    if let Some(system) = SystemRole::parse(role) {
+        return Ok(system.as_str().into());
+    }
+    let conn = state.store.db();
+    if let Some(r) = roles::role(conn, role)
+        .await?
+        .filter(|r| r.organization_id == org_id)
+    {
+        return Ok(r.id);
+    }
+    if let Some(r) = roles::role_by_name(conn, org_id, role).await? {
+        return Ok(r.id);
+    }
+    Err(Error::invalid("role", format!("unknown role `{role}`")))
+}
+
+/// Grants a role, optionally scoped, to a user, team or service account (`roles:manage`).
+pub async fn grant_access(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    subject: Option<Subject>,
+    role: &str,
+    scope: ScopeInput,
+) -> Result<(grant::Model, u64)> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "roles:manage").await?;
+    let subject = subject
+        .ok_or_else(|| Error::invalid("subject", "must name a user, team or service account"))?;
+    if subject.parts().1.is_empty() {
+        return Err(Error::invalid("subject", "id is required"));
+    }
+    validate_subject(state, &ws.organization_id, &subject).await?;
+    let role = resolve_role(state, &ws.organization_id, role).await?;
+    let scope = validate_scope(state, &ws, scope).await?;
+    let scope_json = scope.as_ref().map(scope_to_json);
+    let (subject_type, subject_id) = subject.parts();
+    let tx = state.store.write().await?;
+    let existing =
+        workspaces::grants_of_subjects(tx.conn(), &ws.id, &[(subject_type, subject_id)]).await?;
+    if existing
+        .iter()
+        .any(|g| g.role == role && g.scope == scope_json)
+    {
+        return Err(Error::AlreadyExists(format!(
+            "{subject_type} `{subject_id}` already holds this role with this scope"
+        )));
+    }
+    let row = grant::Model {
+        id: new_id(),
+        organization_id: ws.organization_id.clone(),
+        workspace_id: ws.id.clone(),
+        subject_type: subject_type.into(),
+        subject_id: subject_id.into(),
+        role,
+        scope: scope_json,
+        created_at: now_ms(),
+    };
+    identity::insert(tx.conn(), row.clone().into_active_model()).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "grant.create",
+            target_type: "grant",
+            target_id: &row.id,
+            details: json!({
+                "workspace_id": ws.id,
+                "subject": format!("{subject_type}:{subject_id}"),
+                "role": row.role,
+                "scope": row.scope.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
+            }),
+        },
+    )
+    .await?;
+    Ok((row, tx.commit().await?))
+}
+
+/// Revokes a grant (`roles:manage`). The owner's admin grant on their default
+/// workspace stays: default workspaces are private to their owner.
+pub async fn revoke_access(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    grant_id: &str,
+) -> Result<u64> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "roles:manage").await?;
+    let grant_id = rules::id("grant_id", grant_id)?;
+    let tx = state.store.write().await?;
+    let row = workspaces::grant(tx.conn(), grant_id)
+        .await?
+        .filter(|g| g.workspace_id == ws.id)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "grant `{grant_id}` not found in workspace `{}`",
+                ws.key
+            ))
+        })?;
+    if ws.is_default
+        && row.subject_type == "user"
+        && ws.owner_user_id.as_deref() == Some(row.subject_id.as_str())
+        && row.scope.is_none()
+    {
+        return Err(Error::FailedPrecondition(
+            "the owner's access to their default workspace cannot be revoked".into(),
+        ));
+    }
+    workspaces::delete_grant(tx.conn(), &row.id).await?;
+    audit::record(
+        &tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "grant.delete",
+            target_type: "grant",
+            target_id: &row.id,
+            details: json!({
+                "workspace_id": ws.id,
+                "subject": format!("{}:{}", row.subject_type, row.subject_id),
+                "role": row.role,
+            }),
+        },
+    )
+    .await?;
+    Ok(tx.commit().await?)
+}
+
+/// Grants of a workspace (`members:read`). Filtered by a user, it lists the
+/// grants that reach the user: their own and their teams'.
+pub async fn list_access(
+    state: &AppState,
+    caller: &Caller,
+    workspace_id: &str,
+    subject: Option<Subject>,
+    page: Page<'_>,
+) -> Result<(Vec<grant::Model>, String)> {
+    let ws = caller.workspace(&state.store, workspace_id).await?;
+    authorize_workspace(state, caller, &ws, "members:read").await?;
+    let conn = state.store.db();
+    let subjects: Option<Vec<(&'static str, String)>> = match &subject {
+        None => None,
+        Some(Subject::User(id)) => {
+            Some(subjects_of(conn, &ws.organization_id, &PrincipalId::User(id.clone())).await?)
+        }
+        Some(other) => {
+            let (t, id) = other.parts();
+            Some(vec![(t, id.to_owned())])
+        }
+    };
+    let refs: Option<Vec<(&str, &str)>> = subjects
+        .as_ref()
+        .map(|s| s.iter().map(|(t, id)| (*t, id.as_str())).collect());
+    let size = page_size(page.size);
+    let rows = workspaces::grants(conn, &ws.id, refs.as_deref(), page.token, size + 1).await?;
+    Ok(finish_page(rows, size, |g| g.id.clone()))
+}

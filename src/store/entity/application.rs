@@ -1,0 +1,20 @@
+//! The `applications` table.
+
+use sea_orm::entity::prelude::*;
+
+/// One row of `applications`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "applications")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub workspace_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// No declared relations: queries join explicitly in the repository functions.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
