@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::{
     auth::key::{self, KeyKind},
     authz::OrgRole,
+    domain::tx::Tx,
     domain::{
         audit::{self, Actor, Change},
         organizations::{join, new_organization},
@@ -58,7 +59,7 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
     let org_name = rules::name("organization_name", &input.organization_name)?;
     let email = rules::email("admin_email", &input.admin_email)?;
     let subject = rules::subject("admin_subject", &input.admin_subject)?;
-    let tx = store.write().await?;
+    let tx = Tx::detached(store).await?;
     let conn = tx.conn();
     if identity::count_organizations(conn).await? > 0 {
         return Err(Error::FailedPrecondition(

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, ValueEnum};
 
+use crate::authz::cache::CacheConfig;
+
 /// How plan limits are enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum DeploymentMode {
@@ -61,6 +63,26 @@ pub struct ServeConfig {
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
 
+    /// Most (principal, workspace) decision sets cached.
+    #[arg(long, env = "PORTCULLIS_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+
+    /// Most memory the decision cache may use, in MiB (estimated).
+    #[arg(long, env = "PORTCULLIS_CACHE_MEMORY_MB", default_value_t = 256)]
+    pub cache_memory_mb: u64,
+
+    /// Age after which a cached decision set is reloaded whatever happened.
+    #[arg(long, env = "PORTCULLIS_CACHE_TTL", value_parser = parse_duration, default_value = "60s")]
+    pub cache_ttl: Duration,
+
+    /// How often to poll the storage revision, the fallback for a lost change notification.
+    #[arg(long, env = "PORTCULLIS_REVISION_POLL", value_parser = parse_duration, default_value = "1s")]
+    pub revision_poll: Duration,
+
+    /// Most checks in one BatchCheck.
+    #[arg(long, env = "PORTCULLIS_MAX_BATCH_SIZE", default_value_t = 1000)]
+    pub max_batch_size: usize,
+
     /// Also serve `portcullis.v1.NoopService`, the ceiling for benchmarks.
     #[arg(long, env = "PORTCULLIS_BENCH_NOOP")]
     pub bench_noop: bool,
@@ -77,6 +99,13 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How often storage is probed for the health status.
     pub health_probe_interval: Duration,
+    /// Decision and key cache bounds.
+    pub cache: CacheConfig,
+    /// How often the storage revision is polled, the fallback when a change
+    /// notification from another replica is lost.
+    pub revision_poll_interval: Duration,
+    /// Most checks in one BatchCheck.
+    pub max_batch_size: usize,
 }
 
 impl Default for Settings {
@@ -86,6 +115,9 @@ impl Default for Settings {
             bench_noop: false,
             shutdown_grace: Duration::from_secs(10),
             health_probe_interval: Duration::from_secs(2),
+            cache: CacheConfig::default(),
+            revision_poll_interval: Duration::from_secs(1),
+            max_batch_size: 1000,
         }
     }
 }
@@ -97,6 +129,13 @@ impl ServeConfig {
             deployment_mode: self.deployment_mode,
             bench_noop: self.bench_noop,
             shutdown_grace: self.shutdown_grace,
+            cache: CacheConfig {
+                max_entries: self.cache_capacity.max(1),
+                max_bytes: self.cache_memory_mb.max(1) * 1024 * 1024,
+                ttl: self.cache_ttl,
+            },
+            revision_poll_interval: self.revision_poll,
+            max_batch_size: self.max_batch_size.max(1),
             ..Settings::default()
         }
     }

@@ -43,6 +43,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
+pub mod coherence;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -12,7 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::{
-        audit::AuditApi, identity::IdentityApi, noop::NoopApi, pending::CheckApi, roles::RolesApi,
+        audit::AuditApi, check::CheckApi, identity::IdentityApi, noop::NoopApi, roles::RolesApi,
         workspace::WorkspaceApi,
     },
     auth::AuthLayer,
@@ -97,6 +97,7 @@ pub async fn run(
         reporter.clone(),
         state.settings.health_probe_interval,
     ));
+    let coherence = tokio::spawn(crate::coherence::run(state.clone()));
     let grace = state.settings.shutdown_grace;
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal_reporter = reporter.clone();
@@ -112,7 +113,7 @@ pub async fn run(
         .bench_noop
         .then(|| NoopServiceServer::new(NoopApi));
     let router = Server::builder()
-        .layer(AuthLayer::new(state.store.clone()))
+        .layer(AuthLayer::new(state.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -121,7 +122,7 @@ pub async fn run(
             state.clone(),
         )))
         .add_service(RolesServiceServer::new(RolesApi::new(state.clone())))
-        .add_service(CheckServiceServer::new(CheckApi))
+        .add_service(CheckServiceServer::new(CheckApi::new(state.clone())))
         .add_service(AuditServiceServer::new(AuditApi::new(state.clone())))
         .add_optional_service(noop);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -141,6 +142,7 @@ pub async fn run(
         }
     };
     watcher.abort();
+    coherence.abort();
     result
 }
 

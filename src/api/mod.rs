@@ -2,9 +2,9 @@
 //! auth layer attached, call the domain, encode the answer. No rules here.
 
 pub mod audit;
+pub mod check;
 pub mod identity;
 pub mod noop;
-pub mod pending;
 pub mod roles;
 pub mod workspace;
 

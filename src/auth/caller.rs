@@ -5,12 +5,19 @@
 //! backend, which signed the user in) names a user, and the call is then
 //! authorized exactly as that user, in whichever organizations they belong to.
 
+use std::{sync::Arc, time::Duration};
+
+use moka::future::Cache;
 use tonic::codegen::http::HeaderMap;
 
 use crate::{
     auth::key::{self, KeyKind},
-    authz::{OrgPermission, OrgRole},
+    authz::{
+        OrgPermission, OrgRole,
+        cache::{Id, Invalidation, parse_id},
+    },
     error::{Error, Result},
+    state::AppState,
     store::{
         Store,
         entity::{api_key, workspace},
@@ -45,6 +52,8 @@ pub enum KeyScope {
 #[derive(Clone, Debug)]
 pub struct ResolvedKey {
     pub key: api_key::Model,
+    /// The ids above as numbers, for cache invalidation.
+    pub ids: KeyIds,
     pub kind: KeyKind,
     pub principal: PrincipalId,
     /// The principal's role in the key's organization.
@@ -54,19 +63,107 @@ pub struct ResolvedKey {
     pub scope: KeyScope,
 }
 
+/// Numeric ids of a key, its organization and its principal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyIds {
+    pub key: Id,
+    pub organization: Id,
+    pub principal: Id,
+}
+
 impl ResolvedKey {
     /// The key's organization.
     pub fn organization_id(&self) -> &str {
         &self.key.organization_id
     }
+
+    /// Answers whether a change makes this cached key stale.
+    fn affected_by(&self, change: &Invalidation) -> bool {
+        match *change {
+            Invalidation::All => true,
+            Invalidation::Organization(id) => self.ids.organization == id,
+            Invalidation::Key(id) => self.ids.key == id,
+            Invalidation::User(id) => {
+                matches!(self.principal, PrincipalId::User(_)) && self.ids.principal == id
+            }
+            Invalidation::ServiceAccount(id) => {
+                matches!(self.principal, PrincipalId::ServiceAccount(_)) && self.ids.principal == id
+            }
+            Invalidation::Workspace(_) | Invalidation::ResourceTags(_) => false,
+        }
+    }
 }
 
-/// Resolves a presented key: format first, then storage. Every failure is
-/// `UNAUTHENTICATED` with the reason.
-pub async fn resolve_key(store: &Store, secret: &str) -> Result<ResolvedKey> {
+/// Resolved keys by the SHA-256 of their secret. Only valid keys are cached;
+/// revocation, removal and deletion invalidate them at once, and expiry is
+/// checked on every use.
+#[derive(Clone)]
+pub struct KeyCache {
+    keys: Cache<[u8; 32], Arc<ResolvedKey>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("entries", &self.keys.entry_count())
+            .finish()
+    }
+}
+
+impl KeyCache {
+    /// A cache of at most `capacity` keys, each kept at most `ttl`.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            keys: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+        }
+    }
+
+    /// Drops the keys a change affects.
+    pub fn invalidate(&self, change: &Invalidation) {
+        if matches!(change, Invalidation::All) {
+            self.keys.invalidate_all();
+            return;
+        }
+        let change = change.clone();
+        if self
+            .keys
+            .invalidate_entries_if(move |_, v| v.affected_by(&change))
+            .is_err()
+        {
+            self.keys.invalidate_all();
+        }
+    }
+}
+
+/// Resolves a presented key: format first (no storage for garbage), then the
+/// cache, then storage. Every failure is `UNAUTHENTICATED` with the reason.
+pub async fn resolve_key(state: &AppState, secret: &str) -> Result<Arc<ResolvedKey>> {
     let kind = key::parse(secret).map_err(|e| Error::Unauthenticated(e.to_string()))?;
+    let digest = key::digest(secret);
+    let resolved = match state.keys.keys.get(&digest).await {
+        Some(hit) => hit,
+        None => {
+            let epoch = state.decisions.epoch();
+            let loaded = Arc::new(load_key(&state.store, kind, &key::hex(&digest)).await?);
+            if state.decisions.epoch() == epoch {
+                state.keys.keys.insert(digest, loaded.clone()).await;
+            }
+            loaded
+        }
+    };
+    if resolved.key.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(Error::Unauthenticated("api key has expired".into()));
+    }
+    Ok(resolved)
+}
+
+async fn load_key(store: &Store, kind: KeyKind, hash: &str) -> Result<ResolvedKey> {
     let conn = store.db();
-    let key = keys::api_key_by_hash(conn, &key::hash(secret))
+    let key = keys::api_key_by_hash(conn, hash)
         .await?
         .ok_or_else(|| Error::Unauthenticated("unknown api key".into()))?;
     if KeyKind::from_db(&key.kind) != Some(kind) {
@@ -79,6 +176,11 @@ pub async fn resolve_key(store: &Store, secret: &str) -> Result<ResolvedKey> {
         return Err(Error::Unauthenticated("api key has expired".into()));
     }
     let stale = || Error::Unauthenticated("api key has been revoked".into());
+    let mut ids = KeyIds {
+        key: parse_id(&key.id).unwrap_or_default(),
+        organization: parse_id(&key.organization_id).unwrap_or_default(),
+        principal: 0,
+    };
     match kind {
         KeyKind::PersonalAccessToken => {
             let user_id = key.user_id.clone().ok_or_else(stale)?;
@@ -86,7 +188,9 @@ pub async fn resolve_key(store: &Store, secret: &str) -> Result<ResolvedKey> {
                 .await?
                 .ok_or_else(stale)?;
             let org_role = OrgRole::from_db(&member.role).ok_or_else(stale)?;
+            ids.principal = parse_id(&user_id).unwrap_or_default();
             Ok(ResolvedKey {
+                ids,
                 principal: PrincipalId::User(user_id),
                 org_role,
                 act_for_users: false,
@@ -107,7 +211,9 @@ pub async fn resolve_key(store: &Store, secret: &str) -> Result<ResolvedKey> {
                 ),
                 _ => KeyScope::Organization,
             };
+            ids.principal = parse_id(&sa_id).unwrap_or_default();
             Ok(ResolvedKey {
+                ids,
                 principal: PrincipalId::ServiceAccount(sa_id),
                 org_role,
                 act_for_users: sa.act_for_users,
@@ -123,7 +229,7 @@ pub async fn resolve_key(store: &Store, secret: &str) -> Result<ResolvedKey> {
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// The key the call was made with.
-    pub key: ResolvedKey,
+    pub key: Arc<ResolvedKey>,
     /// Who the call is authorized as: the key's principal, or the acted-for user.
     pub principal: PrincipalId,
     /// Set when a service account acts for a user.
@@ -134,7 +240,7 @@ pub struct Caller {
 
 impl Caller {
     /// Authenticates the metadata of a call.
-    pub async fn from_headers(store: &Store, headers: &HeaderMap) -> Result<Self> {
+    pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Self> {
         let value = headers.get("authorization").ok_or_else(|| {
             Error::Unauthenticated(
                 "missing `authorization` metadata: expected `authorization: Bearer <api key>`"
@@ -149,7 +255,7 @@ impl Caller {
             .ok_or_else(|| {
                 Error::Unauthenticated("`authorization` metadata must be `Bearer <api key>`".into())
             })?;
-        let key = resolve_key(store, secret).await?;
+        let key = resolve_key(state, secret).await?;
         let tenant = header_str(headers, TENANT_HEADER)?;
         let act_as = header_str(headers, ACT_AS_HEADER)?;
         let Some(user_id) = act_as else {
@@ -170,7 +276,7 @@ impl Caller {
                 "this service account may not act for users (`x-act-as-user`)".into(),
             ));
         }
-        if identity::user(store.db(), &user_id).await?.is_none() {
+        if identity::user(state.store.db(), &user_id).await?.is_none() {
             return Err(Error::NotFound(format!(
                 "x-act-as-user: user `{user_id}` not found"
             )));

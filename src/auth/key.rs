@@ -134,11 +134,20 @@ pub fn parse(key: &str) -> Result<KeyKind, KeyFormatError> {
     Ok(kind)
 }
 
-/// SHA-256 of a key, lower-case hex.
+/// SHA-256 of a key, lower-case hex: what storage holds.
 pub fn hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
+    hex(&digest(key))
+}
+
+/// SHA-256 of a key.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(digest: &[u8; 32]) -> String {
     let mut out = String::with_capacity(64);
-    for byte in digest {
+    for &byte in digest {
         out.push(char::from(HEX[usize::from(byte >> 4)]));
         out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }

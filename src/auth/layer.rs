@@ -14,18 +14,18 @@ use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
 use super::{Caller, PrincipalId};
-use crate::store::Store;
+use crate::state::AppState;
 
 /// Authenticates every RPC except health and reflection.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
-    store: Store,
+    state: AppState,
 }
 
 impl AuthLayer {
-    /// A layer resolving keys against `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// A layer resolving keys with `state`'s cache and store.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
     }
 }
 
@@ -35,7 +35,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
             inner,
-            store: self.store.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -44,7 +44,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone, Debug)]
 pub struct Auth<S> {
     inner: S,
-    store: Store,
+    state: AppState,
 }
 
 /// Paths served without credentials.
@@ -73,7 +73,7 @@ where
         // The ready service is the one polled; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let store = self.store.clone();
+        let state = self.state.clone();
         let path = req.uri().path().to_owned();
         if is_public(&path) {
             return Box::pin(inner.call(req));
@@ -83,13 +83,14 @@ where
             method = %path,
             principal = field::Empty,
             tenant = field::Empty,
+            decision = field::Empty,
             code = field::Empty,
             latency_us = field::Empty,
         );
         Box::pin(
             async move {
                 let started = Instant::now();
-                let response = match Caller::from_headers(&store, req.headers()).await {
+                let response = match Caller::from_headers(&state, req.headers()).await {
                     Ok(caller) => {
                         let span = tracing::Span::current();
                         match &caller.principal {

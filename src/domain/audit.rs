@@ -2,7 +2,8 @@
 
 use crate::{
     auth::{Caller, PrincipalId},
-    store::{StoreResult, WriteTx, entity::audit_event, identity::insert, now_ms},
+    domain::tx::Tx,
+    store::{StoreResult, entity::audit_event, identity::insert, now_ms},
 };
 use sea_orm::IntoActiveModel;
 
@@ -60,7 +61,7 @@ pub struct Change<'a> {
 }
 
 /// Records a change in the transaction that makes it.
-pub async fn record(tx: &WriteTx, actor: &Actor, change: Change<'_>) -> StoreResult<()> {
+pub async fn record(tx: &Tx, actor: &Actor, change: Change<'_>) -> StoreResult<()> {
     let row = audit_event::Model {
         id: uuid::Uuid::now_v7().to_string(),
         organization_id: change.organization_id.map(str::to_owned),

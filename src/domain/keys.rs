@@ -8,6 +8,7 @@ use super::{
     Page,
     audit::{self, Actor, Change},
     rules,
+    tx::{Target, Tx},
 };
 use crate::{
     auth::{
@@ -45,7 +46,7 @@ pub async fn create_service_account(
     }
     let name = rules::name("name", name)?;
     let role = role.unwrap_or(OrgRole::Viewer);
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if keys::service_account_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()
@@ -106,7 +107,7 @@ pub async fn delete_service_account(
         .authorize_org(&state.store, &org_id, OrgPermission::ManageServiceAccounts)
         .await?;
     let sa_id = rules::id("service_account_id", service_account_id)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let sa = keys::service_account(conn, sa_id)
         .await?
@@ -115,6 +116,7 @@ pub async fn delete_service_account(
     let revoked = keys::revoke_service_account_keys(conn, &sa.id, now_ms()).await?;
     identity::delete_grants_of_subject(conn, &org_id, "service_account", &sa.id).await?;
     keys::delete_service_account(conn, &sa.id).await?;
+    tx.invalidate(Target::ServiceAccount, &sa.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -127,7 +129,7 @@ pub async fn delete_service_account(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// A key just created: the listing row and the secret, shown once.
@@ -273,7 +275,7 @@ async fn store_key(
     row: api_key::Model,
     secret: String,
 ) -> Result<CreatedKey> {
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
     audit::record(
         &tx,
@@ -356,9 +358,10 @@ pub async fn revoke_api_key(
     if key.revoked_at.is_some() {
         return Ok((key, state.store.revision().await?));
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     key.revoked_at = Some(now_ms());
     let key = keys::update_api_key(tx.conn(), key).await?;
+    tx.invalidate(Target::Key, &key.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -413,8 +416,9 @@ pub async fn update_api_key(
     if let Some(e) = update.expires_at {
         key.expires_at = e;
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let key = keys::update_api_key(tx.conn(), key).await?;
+    tx.invalidate(Target::Key, &key.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -432,7 +436,7 @@ pub async fn update_api_key(
 
 /// A key resolved with the workspace it acts in.
 pub struct Authenticated {
-    pub key: ResolvedKey,
+    pub key: std::sync::Arc<ResolvedKey>,
     pub workspace: Option<workspace::Model>,
 }
 
@@ -447,7 +451,7 @@ pub async fn authenticate(
     if secret.is_empty() {
         return Err(Error::invalid("api_key", "is required"));
     }
-    let key = resolve_key(&state.store, secret).await?;
+    let key = resolve_key(state, secret).await?;
     if key.organization_id() != caller.key.organization_id() && !caller.may_act_for_users() {
         return Err(Error::PermissionDenied(
             "the api key belongs to another organization".into(),

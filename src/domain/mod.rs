@@ -6,12 +6,14 @@
 
 pub mod access;
 pub mod audit;
+pub mod check;
 pub mod keys;
 pub mod organizations;
 pub mod resources;
 pub mod roles;
 pub mod rules;
 pub mod teams;
+pub mod tx;
 pub mod workspaces;
 
 /// A page request of a list RPC.

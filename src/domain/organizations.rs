@@ -8,6 +8,7 @@ use super::{
     Page,
     audit::{self, Actor, Change},
     rules::{self, Plan},
+    tx::{Target, Tx},
 };
 use crate::{
     auth::{Caller, PrincipalId},
@@ -16,7 +17,6 @@ use crate::{
     error::{Error, Result},
     state::AppState,
     store::{
-        WriteTx,
         entity::{grant, invite, membership, organization, user, workspace},
         finish_page, identity, keys, new_id, now_ms, page_size, teams,
     },
@@ -35,7 +35,7 @@ pub const DEFAULT_WORKSPACE_ROLE: &str = "WORKSPACE_ADMIN";
 /// Makes `user` a member of `org` with `role`: gives them their private default
 /// workspace (reusing the one they had if they rejoin) and admin on it.
 pub async fn join(
-    tx: &WriteTx,
+    tx: &Tx,
     org: &organization::Model,
     user: &user::Model,
     role: OrgRole,
@@ -78,6 +78,7 @@ pub async fn join(
         created_at: now,
     };
     identity::insert(conn, membership.clone().into_active_model()).await?;
+    tx.invalidate(Target::User, &user.id);
     Ok(Member {
         membership,
         email: user.email.clone(),
@@ -128,7 +129,7 @@ pub async fn create_user(
     }
     let subject = rules::subject("external_subject", external_subject)?;
     let email = rules::email("email", email)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     if identity::user_by_subject(conn, &subject).await?.is_some() {
         return Err(Error::AlreadyExists(format!(
@@ -195,7 +196,7 @@ pub async fn create_organization(
     let name = rules::name("name", name)?;
     let plan = plan.unwrap_or(Plan::Personal);
     let user = require_user(state, &user_id).await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if identity::organization_by_name_key(tx.conn(), &name.to_lowercase())
         .await?
         .is_some()
@@ -294,7 +295,7 @@ pub async fn update_organization(
         .as_deref()
         .map(|n| rules::name("name", n))
         .transpose()?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let mut org = identity::organization(conn, &org_id)
         .await?
@@ -384,7 +385,7 @@ pub async fn ensure_personal_organization(
         };
         return Ok((org, member, false, state.store.revision().await?));
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let org = new_organization("Personal".into(), Plan::Personal, Some(&user_id));
     identity::insert(conn, org.clone().into_active_model()).await?;
@@ -423,7 +424,7 @@ pub async fn add_member(
     rules::check_can_add_members(&org)?;
     rules::check_member_role(state.settings.deployment_mode, &org, role)?;
     let user = require_user(state, user_id).await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if identity::membership(tx.conn(), &org.id, &user.id)
         .await?
         .is_some()
@@ -449,7 +450,7 @@ pub async fn add_member(
     Ok((member, tx.commit().await?))
 }
 
-async fn check_not_last_admin(tx: &WriteTx, member: &membership::Model, what: &str) -> Result<()> {
+async fn check_not_last_admin(tx: &Tx, member: &membership::Model, what: &str) -> Result<()> {
     if member.role == OrgRole::Admin.as_str()
         && identity::count_members_with_role(
             tx.conn(),
@@ -484,7 +485,7 @@ pub async fn update_member_role(
     let org = require_org(state, &org_id).await?;
     rules::check_member_role(state.settings.deployment_mode, &org, role)?;
     let user = require_user(state, user_id).await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let current = identity::membership(tx.conn(), &org_id, user_id)
         .await?
         .ok_or_else(|| {
@@ -497,6 +498,7 @@ pub async fn update_member_role(
     }
     let before = current.role.clone();
     let updated = identity::set_member_role(tx.conn(), current, role.as_str()).await?;
+    tx.invalidate(Target::User, user_id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -529,7 +531,7 @@ pub async fn remove_member(
         .authorize_org(&state.store, &org_id, OrgPermission::RemoveUsers)
         .await?;
     let user_id = rules::id("user_id", user_id)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let current = identity::membership(conn, &org_id, user_id)
         .await?
@@ -544,6 +546,7 @@ pub async fn remove_member(
     let revoked = keys::revoke_user_pats(conn, &org_id, user_id, now).await?;
     teams::delete_user_from_teams(conn, &org_id, user_id).await?;
     let grants = identity::delete_grants_of_subject(conn, &org_id, "user", user_id).await?;
+    tx.invalidate(Target::User, user_id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -556,7 +559,7 @@ pub async fn remove_member(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// Members of an organization, for anyone who may view members.
@@ -600,7 +603,7 @@ pub async fn create_invite(
     let org = require_org(state, &org_id).await?;
     rules::check_can_add_members(&org)?;
     rules::check_member_role(state.settings.deployment_mode, &org, role)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     if identity::invite_by_email(conn, &org_id, &email)
         .await?
@@ -671,7 +674,7 @@ pub async fn delete_invite(
         .authorize_org(&state.store, &org_id, OrgPermission::DeleteInvites)
         .await?;
     let invite_id = rules::id("invite_id", invite_id)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let invite = identity::invite(tx.conn(), invite_id)
         .await?
         .filter(|i| i.organization_id == org_id)
@@ -689,7 +692,7 @@ pub async fn delete_invite(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// Accepts an invite addressed to the calling user's email.
@@ -701,7 +704,7 @@ pub async fn accept_invite(
     let user_id = caller.user_id()?.to_owned();
     let invite_id = rules::id("invite_id", invite_id)?;
     let user = require_user(state, &user_id).await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let invite = identity::invite(conn, invite_id)
         .await?

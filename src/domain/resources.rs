@@ -13,6 +13,7 @@ use super::{
     access::{authorize_workspace, catalogue, scope_from_json},
     audit::{self, Actor, Change},
     rules,
+    tx::{Target, Tx},
 };
 use crate::{
     auth::Caller,
@@ -38,7 +39,7 @@ pub async fn create_application(
     let ws = caller.workspace(&state.store, workspace_id).await?;
     authorize_workspace(state, caller, &ws, "applications:create").await?;
     let name = rules::tag_value("name", name)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if workspaces::application(tx.conn(), &ws.id, &name)
         .await?
         .is_some()
@@ -91,12 +92,12 @@ pub async fn delete_application(
 ) -> Result<u64> {
     let ws = caller.workspace(&state.store, workspace_id).await?;
     authorize_workspace(state, caller, &ws, "applications:delete").await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     if workspaces::application(conn, &ws.id, name).await?.is_none() {
         return Err(Error::NotFound(format!("application `{name}` not found")));
     }
-    let scoped = workspaces::grants(conn, &ws.id, None, "", u64::MAX)
+    let scoped = workspaces::all_grants(conn, &ws.id)
         .await?
         .into_iter()
         .filter(|g| {
@@ -126,7 +127,7 @@ pub async fn delete_application(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 async fn check_resource_ref(
@@ -194,7 +195,7 @@ pub async fn set_resource_tags(
             "application `{app}` does not exist in the workspace; create it first"
         )));
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let row = resource::Model {
         workspace_id: ws.id.clone(),
         resource_type: resource_type.to_owned(),
@@ -203,6 +204,7 @@ pub async fn set_resource_tags(
         updated_at: now_ms(),
     };
     workspaces::put_resource(tx.conn(), row).await?;
+    tx.invalidate(Target::ResourceTags, &ws.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -215,7 +217,7 @@ pub async fn set_resource_tags(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// Decodes stored tags into sorted (key, value) pairs.
@@ -256,7 +258,8 @@ pub async fn delete_resource(
 ) -> Result<u64> {
     let ws = caller.workspace(&state.store, workspace_id).await?;
     authorize_workspace(state, caller, &ws, "resource_tags:delete").await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
+    tx.invalidate(Target::ResourceTags, &ws.id);
     if !workspaces::delete_resource(tx.conn(), &ws.id, resource_type, resource_id).await? {
         return Err(Error::NotFound(format!(
             "resource `{resource_type}/{resource_id}` is not registered"
@@ -274,7 +277,7 @@ pub async fn delete_resource(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// A workspace's settings; never-written settings read as zeros (organization
@@ -351,7 +354,7 @@ pub async fn update_settings(
             i64::try_from(l).map_err(|_| Error::invalid("monthly_trace_limit", "is too large"))
         })
         .transpose()?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let current = workspaces::settings(tx.conn(), &ws.id).await?;
     let before = current
         .as_ref()

@@ -11,6 +11,7 @@ use super::{
     access::catalogue,
     audit::{self, Actor, Change},
     rules::{self, Plan},
+    tx::{Target, Tx},
 };
 use crate::{
     auth::Caller,
@@ -113,7 +114,7 @@ pub async fn register_resource_type(
             format!("action `{bad}` must be lower_snake_case"),
         ));
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let existing = roles::resource_types(conn, &org_id)
         .await?
@@ -129,6 +130,7 @@ pub async fn register_resource_type(
         }
     }
     let encoded = serde_json::Value::from(all.clone()).to_string();
+    tx.invalidate(Target::Organization, &org_id);
     if existing.is_some() {
         roles::set_resource_type_actions(conn, &org_id, name, encoded).await?;
     } else {
@@ -227,7 +229,7 @@ pub async fn create_role(
     check_custom_roles_allowed(state, &org_id).await?;
     let name = role_name(name)?;
     let permissions = validate_permissions(state, &org_id, permissions).await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if roles::role_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()
@@ -358,7 +360,7 @@ pub async fn update_role(
         row.permissions = serde_json::Value::from(perms).to_string();
     }
     row.updated_at = now_ms();
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if let Some(other) = roles::role_by_name(tx.conn(), &org_id, &row.name).await?
         && other.id != row.id
     {
@@ -368,6 +370,7 @@ pub async fn update_role(
         )));
     }
     roles::update_role(tx.conn(), row.clone()).await?;
+    tx.invalidate(Target::Organization, &org_id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -402,7 +405,7 @@ pub async fn delete_role(
         )));
     }
     let row = custom_role(state, &org_id, role_id).await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let in_use = workspaces::grants_with_role(conn, &org_id, &row.id)
         .await?
@@ -415,6 +418,7 @@ pub async fn delete_role(
     }
     let revoked = workspaces::delete_grants_with_role(conn, &org_id, &row.id).await?;
     roles::delete_role(conn, &row.id).await?;
+    tx.invalidate(Target::Organization, &org_id);
     audit::record(
         &tx,
         &Actor::of(caller),

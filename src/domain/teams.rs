@@ -7,6 +7,7 @@ use super::{
     Page,
     audit::{self, Actor, Change},
     rules,
+    tx::{Target, Tx},
 };
 use crate::{
     auth::Caller,
@@ -14,7 +15,6 @@ use crate::{
     error::{Error, Result},
     state::AppState,
     store::{
-        WriteTx,
         entity::{team, team_member},
         finish_page, identity, new_id, now_ms, page_size, teams,
     },
@@ -23,7 +23,7 @@ use crate::{
 /// A team with its members' user ids.
 pub type TeamWithMembers = (team::Model, Vec<String>);
 
-async fn team_in_org(tx: &WriteTx, org_id: &str, team_id: &str) -> Result<team::Model> {
+async fn team_in_org(tx: &Tx, org_id: &str, team_id: &str) -> Result<team::Model> {
     let team_id = rules::id("team_id", team_id)?;
     teams::team(tx.conn(), team_id)
         .await?
@@ -43,7 +43,7 @@ pub async fn create_team(
         .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
         .await?;
     let name = rules::name("name", name)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if teams::team_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()
@@ -85,9 +85,10 @@ pub async fn delete_team(
     caller
         .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
         .await?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let team = team_in_org(&tx, &org_id, team_id).await?;
     teams::delete_team(tx.conn(), &org_id, &team.id).await?;
+    tx.invalidate(Target::Organization, &org_id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -100,7 +101,7 @@ pub async fn delete_team(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// Teams of an organization, for anyone who may view members.
@@ -132,7 +133,7 @@ pub async fn add_team_member(
         .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
         .await?;
     let user_id = rules::id("user_id", user_id)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let team = team_in_org(&tx, &org_id, team_id).await?;
     if identity::membership(conn, &org_id, user_id)
@@ -156,6 +157,7 @@ pub async fn add_team_member(
         created_at: now_ms(),
     };
     identity::insert(conn, row.into_active_model()).await?;
+    tx.invalidate(Target::User, user_id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -185,7 +187,7 @@ pub async fn remove_team_member(
         .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
         .await?;
     let user_id = rules::id("user_id", user_id)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let team = team_in_org(&tx, &org_id, team_id).await?;
     if !teams::is_team_member(conn, &team.id, user_id).await? {
@@ -195,6 +197,7 @@ pub async fn remove_team_member(
         )));
     }
     teams::delete_team_member(conn, &team.id, user_id).await?;
+    tx.invalidate(Target::User, user_id);
     audit::record(
         &tx,
         &Actor::of(caller),

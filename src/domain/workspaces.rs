@@ -10,6 +10,7 @@ use super::{
     access::{authorize_workspace, scope_to_json, subjects_of},
     audit::{self, Actor, Change},
     rules::{self, Plan},
+    tx::{Target, Tx},
 };
 use crate::{
     auth::{Caller, KeyScope, PrincipalId},
@@ -71,7 +72,7 @@ pub async fn create_workspace(
         ));
     }
     check_workspace_plan(state, &org)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     if workspaces::workspace_by_key(conn, &org_id, &key)
         .await?
@@ -104,6 +105,7 @@ pub async fn create_workspace(
         created_at: now,
     };
     identity::insert(conn, creator.into_active_model()).await?;
+    tx.invalidate(Target::Workspace, &ws.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -182,7 +184,7 @@ pub async fn update_workspace(
     if let Some(name) = name {
         ws.name = rules::name("name", name)?;
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     if let Some(other) =
         workspaces::workspace_by_key(tx.conn(), &ws.organization_id, &ws.key).await?
         && other.id != ws.id
@@ -223,7 +225,7 @@ pub async fn delete_workspace(
             "a default workspace cannot be deleted, not even by its owner".into(),
         ));
     }
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     let now = now_ms();
     let mut revoked_keys = 0;
@@ -235,6 +237,7 @@ pub async fn delete_workspace(
         let rest: Vec<String> = ids.into_iter().filter(|i| *i != ws.id).collect();
         let revoked = rest.is_empty().then_some(now);
         revoked_keys += u32::from(revoked.is_some());
+        let key_id = key.id.clone();
         workspaces::set_key_workspaces(
             conn,
             key,
@@ -242,8 +245,11 @@ pub async fn delete_workspace(
             revoked,
         )
         .await?;
+        tx.invalidate(Target::Key, &key_id);
     }
     workspaces::delete_workspace(conn, &ws.id).await?;
+    tx.invalidate(Target::Workspace, &ws.id);
+    tx.invalidate(Target::ResourceTags, &ws.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -256,7 +262,7 @@ pub async fn delete_workspace(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// Who a grant names.
@@ -426,7 +432,7 @@ pub async fn grant_access(
     let scope = validate_scope(state, &ws, scope).await?;
     let scope_json = scope.as_ref().map(scope_to_json);
     let (subject_type, subject_id) = subject.parts();
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let existing =
         workspaces::grants_of_subjects(tx.conn(), &ws.id, &[(subject_type, subject_id)]).await?;
     if existing
@@ -448,6 +454,7 @@ pub async fn grant_access(
         created_at: now_ms(),
     };
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
+    tx.invalidate(Target::Workspace, &ws.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -479,7 +486,7 @@ pub async fn revoke_access(
     let ws = caller.workspace(&state.store, workspace_id).await?;
     authorize_workspace(state, caller, &ws, "roles:manage").await?;
     let grant_id = rules::id("grant_id", grant_id)?;
-    let tx = state.store.write().await?;
+    let tx = Tx::begin(state).await?;
     let row = workspaces::grant(tx.conn(), grant_id)
         .await?
         .filter(|g| g.workspace_id == ws.id)
@@ -499,6 +506,7 @@ pub async fn revoke_access(
         ));
     }
     workspaces::delete_grant(tx.conn(), &row.id).await?;
+    tx.invalidate(Target::Workspace, &ws.id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -515,7 +523,7 @@ pub async fn revoke_access(
         },
     )
     .await?;
-    Ok(tx.commit().await?)
+    tx.commit().await
 }
 
 /// Grants of a workspace (`members:read`). Filtered by a user, it lists the

@@ -315,3 +315,20 @@ pub async fn delete_invite<C: ConnectionTrait>(conn: &C, id: &str) -> StoreResul
 pub async fn count_organizations<C: ConnectionTrait>(conn: &C) -> StoreResult<u64> {
     Ok(organization::Entity::find().count(conn).await?)
 }
+
+/// The user ids of an organization's members holding `role`.
+pub async fn member_ids_with_role<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    role: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(membership::Entity::find()
+        .filter(membership::Column::OrganizationId.eq(org_id))
+        .filter(membership::Column::Role.eq(role))
+        .order_by_asc(membership::Column::UserId)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .collect())
+}

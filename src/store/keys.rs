@@ -142,3 +142,20 @@ pub async fn revoke_service_account_keys<C: ConnectionTrait>(
         .await?;
     Ok(res.rows_affected)
 }
+
+/// The ids of an organization's service accounts holding `role`.
+pub async fn service_account_ids_with_role<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    role: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(service_account::Entity::find()
+        .filter(service_account::Column::OrganizationId.eq(org_id))
+        .filter(service_account::Column::Role.eq(role))
+        .order_by_asc(service_account::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}

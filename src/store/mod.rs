@@ -69,6 +69,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    url: String,
 }
 
 /// A transaction that has already advanced the revision; commit to publish it.
@@ -98,7 +99,10 @@ impl Store {
             opts.max_connections(32);
         }
         let db = Database::connect(opts).await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            url: url.to_owned(),
+        })
     }
 
     /// Applies every pending migration.
@@ -110,6 +114,11 @@ impl Store {
     /// The connection pool, for reads.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The URL the store was opened with (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The backend behind this store.

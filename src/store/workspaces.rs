@@ -367,3 +367,15 @@ pub async fn put_settings<C: ConnectionTrait>(
         .await?;
     Ok(())
 }
+
+/// Every grant of a workspace.
+pub async fn all_grants<C: ConnectionTrait>(
+    conn: &C,
+    workspace_id: &str,
+) -> StoreResult<Vec<grant::Model>> {
+    Ok(grant::Entity::find()
+        .filter(grant::Column::WorkspaceId.eq(workspace_id))
+        .order_by_asc(grant::Column::Id)
+        .all(conn)
+        .await?)
+}

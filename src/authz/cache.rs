@@ -1,0 +1,555 @@
+//! The decision cache: the resolved set of each (principal, workspace) pair,
+//! and each organization's catalogue, in moka caches bounded by entries and
+//! by memory.
+//!
+//! A hit is one hash lookup of a `Copy` key built from the ids (no
+//! allocation), then a bit test. Concurrent misses on one key run one load.
+//! Invalidation is targeted (a principal, a workspace, an organization) and
+//! immediate: moka never returns an entry a registered predicate invalidates.
+//! A load that overlaps an invalidation is not cached (its data may predate
+//! the change), so a stale set cannot slip in behind a write.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use moka::future::Cache;
+
+use super::{
+    OrgRole,
+    catalogue::{Catalogue, PermissionSet},
+    engine::Access,
+};
+
+/// A 128-bit id (every id Portcullis issues is a UUID).
+pub type Id = u128;
+
+/// Parses an id; `None` for anything that is not a UUID (which names nothing).
+pub fn parse_id(s: &str) -> Option<Id> {
+    uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
+}
+
+/// The kind of principal a set is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    User,
+    ServiceAccount,
+}
+
+/// The key of a resolved set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SetKey {
+    pub kind: PrincipalKind,
+    pub principal: Id,
+    pub workspace: Id,
+}
+
+/// Everything a decision for one (principal, workspace) needs.
+#[derive(Debug)]
+pub struct ResolvedSet {
+    /// The storage revision the set was loaded at (a lower bound of its freshness).
+    pub revision: u64,
+    /// The workspace's organization; `None` when the workspace does not exist.
+    pub organization: Option<Id>,
+    /// The principal's organization role; `None` when it is not a member
+    /// (user) or an account (service account) of the organization.
+    pub role: Option<OrgRole>,
+    /// `role.is_some()`.
+    pub active: bool,
+    pub access: Access,
+    pub catalogue: Arc<Catalogue>,
+    /// Permissions some unscoped grant holds: allowed on every resource.
+    unscoped: PermissionSet,
+    /// Permissions some scoped grant holds: allowed depending on tags.
+    scoped: PermissionSet,
+}
+
+/// What a decision needs to know about the resource's tags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// Only scoped grants hold the permission: the resource's tags decide.
+    NeedsTags,
+}
+
+impl ResolvedSet {
+    /// Builds a set and its fast-path unions.
+    pub fn new(
+        revision: u64,
+        organization: Option<Id>,
+        role: Option<OrgRole>,
+        access: Access,
+        catalogue: Arc<Catalogue>,
+    ) -> Self {
+        let mut unscoped = PermissionSet::default();
+        let mut scoped = PermissionSet::default();
+        for g in &access.grants {
+            if g.scope.is_some() {
+                scoped.union_with(&g.permissions);
+            } else {
+                unscoped.union_with(&g.permissions);
+            }
+        }
+        Self {
+            revision,
+            organization,
+            role,
+            active: role.is_some(),
+            access,
+            catalogue,
+            unscoped,
+            scoped,
+        }
+    }
+
+    /// The decision without tags: a bit test on the hot path.
+    #[inline]
+    pub fn verdict(&self, permission: u16) -> Verdict {
+        if !self.active {
+            Verdict::Denied
+        } else if self.access.org_admin || self.unscoped.contains(permission) {
+            Verdict::Allowed
+        } else if self.scoped.contains(permission) {
+            Verdict::NeedsTags
+        } else {
+            Verdict::Denied
+        }
+    }
+
+    /// The decision for a resource with `tags`.
+    pub fn allows(&self, permission: u16, tags: &[(String, String)]) -> bool {
+        match self.verdict(permission) {
+            Verdict::Allowed => true,
+            Verdict::Denied => false,
+            Verdict::NeedsTags => self.access.allows(permission, tags),
+        }
+    }
+
+    fn weight(&self) -> u32 {
+        let grants: usize = self
+            .access
+            .grants
+            .iter()
+            .map(|g| {
+                160 + g.grant_id.len()
+                    + g.role.len()
+                    + g.scope.as_ref().map_or(0, |s| 64 * s.conditions.len())
+            })
+            .sum();
+        u32::try_from(256 + grants).unwrap_or(u32::MAX)
+    }
+}
+
+/// What changed, for invalidation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Everything (lost notifications, bulk changes).
+    All,
+    /// Every set of an organization (roles, resource types, teams, plan).
+    Organization(Id),
+    /// Every set of a workspace (its grants).
+    Workspace(Id),
+    /// Every set of a user (memberships, teams, keys).
+    User(Id),
+    /// Every set of a service account.
+    ServiceAccount(Id),
+    /// One API key (revocation, expiry change).
+    Key(Id),
+    /// The registered resource tags of a workspace.
+    ResourceTags(Id),
+}
+
+impl Invalidation {
+    /// Encodes for a `NOTIFY` payload: `*`, or a letter and the id in hex.
+    pub fn encode(&self) -> String {
+        let (tag, id) = match self {
+            Self::All => return "*".into(),
+            Self::Organization(id) => ('o', id),
+            Self::Workspace(id) => ('w', id),
+            Self::User(id) => ('u', id),
+            Self::ServiceAccount(id) => ('s', id),
+            Self::Key(id) => ('k', id),
+            Self::ResourceTags(id) => ('t', id),
+        };
+        format!("{tag}{id:032x}")
+    }
+
+    /// Decodes [`Invalidation::encode`]'s output.
+    pub fn decode(s: &str) -> Option<Self> {
+        if s == "*" {
+            return Some(Self::All);
+        }
+        let mut chars = s.chars();
+        let tag = chars.next()?;
+        let id = u128::from_str_radix(chars.as_str(), 16).ok()?;
+        Some(match tag {
+            'o' => Self::Organization(id),
+            'w' => Self::Workspace(id),
+            'u' => Self::User(id),
+            's' => Self::ServiceAccount(id),
+            'k' => Self::Key(id),
+            't' => Self::ResourceTags(id),
+            _ => return None,
+        })
+    }
+}
+
+/// Sizing of the decision cache.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// Most resolved sets held.
+    pub max_entries: u64,
+    /// Most bytes (estimated) held by resolved sets.
+    pub max_bytes: u64,
+    /// Age after which an entry is reloaded whatever happened.
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Hit and miss counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+}
+
+/// Why a load could not be cached.
+#[derive(Debug)]
+pub enum LoadError<E> {
+    /// The loader failed.
+    Failed(E),
+    /// An invalidation ran during the load; the result may be stale.
+    Raced,
+}
+
+/// Registered tags of a resource, by (workspace, type, id).
+pub type ResourceKey = (Id, String, String);
+
+/// The resolved sets and catalogues of one replica.
+#[derive(Clone)]
+pub struct DecisionCache {
+    sets: Cache<SetKey, Arc<ResolvedSet>>,
+    catalogues: Cache<Id, Arc<Catalogue>>,
+    resources: Cache<ResourceKey, Arc<[(String, String)]>>,
+    epoch: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for DecisionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionCache")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl DecisionCache {
+    /// A cache bounded by `config`. Each entry weighs at least
+    /// `max_bytes / max_entries`, so the weight bound also bounds the count.
+    pub fn new(config: CacheConfig) -> Self {
+        let floor = u32::try_from(config.max_bytes / config.max_entries.max(1))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let sets = Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(move |_k: &SetKey, v: &Arc<ResolvedSet>| v.weight().max(floor))
+            .time_to_live(config.ttl)
+            .support_invalidation_closures()
+            .build();
+        let catalogues = Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(config.ttl)
+            .support_invalidation_closures()
+            .build();
+        let resources = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.ttl)
+            .support_invalidation_closures()
+            .build();
+        Self {
+            sets,
+            catalogues,
+            resources,
+            epoch: Arc::new(AtomicU64::new(0)),
+            hits: Arc::new(AtomicU64::new(0)),
+            misses: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The cached set for `key`, if any and at least as fresh as `min_revision`.
+    pub async fn get(&self, key: &SetKey, min_revision: u64) -> Option<Arc<ResolvedSet>> {
+        match self.sets.get(key).await {
+            Some(set) if set.revision >= min_revision => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(set)
+            }
+            _ => None,
+        }
+    }
+
+    /// The current invalidation epoch; a load compares it before caching.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Returns the set for `key`, loading it once for all concurrent callers
+    /// on a miss. A cached set older than `min_revision` is replaced.
+    pub async fn get_or_load<F, E>(
+        &self,
+        key: SetKey,
+        min_revision: u64,
+        load: F,
+    ) -> Result<Arc<ResolvedSet>, Arc<LoadError<E>>>
+    where
+        F: Future<Output = Result<ResolvedSet, E>>,
+        E: Send + Sync + 'static,
+    {
+        if let Some(set) = self.get(&key, min_revision).await {
+            return Ok(set);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        if min_revision > 0 {
+            // An older cached set would satisfy the coalesced load below.
+            if self
+                .sets
+                .get(&key)
+                .await
+                .is_some_and(|s| s.revision < min_revision)
+            {
+                self.sets.invalidate(&key).await;
+            }
+        }
+        let epoch = self.epoch();
+        let epoch_cell = self.epoch.clone();
+        self.sets
+            .try_get_with(key, async move {
+                let set = load.await.map_err(LoadError::Failed)?;
+                if epoch_cell.load(Ordering::Acquire) != epoch {
+                    return Err(LoadError::Raced);
+                }
+                Ok(Arc::new(set))
+            })
+            .await
+    }
+
+    /// The cached catalogue of an organization.
+    pub async fn catalogue(&self, org: Id) -> Option<Arc<Catalogue>> {
+        self.catalogues.get(&org).await
+    }
+
+    /// Caches an organization's catalogue, unless an invalidation ran since `epoch`.
+    pub async fn put_catalogue(&self, org: Id, catalogue: Arc<Catalogue>, epoch: u64) {
+        if self.epoch() == epoch {
+            self.catalogues.insert(org, catalogue).await;
+        }
+    }
+
+    /// The cached registered tags of a resource.
+    pub async fn resource_tags(&self, key: &ResourceKey) -> Option<Arc<[(String, String)]>> {
+        self.resources.get(key).await
+    }
+
+    /// Caches a resource's registered tags, unless an invalidation ran since `epoch`.
+    pub async fn put_resource_tags(
+        &self,
+        key: ResourceKey,
+        tags: Arc<[(String, String)]>,
+        epoch: u64,
+    ) {
+        if self.epoch() == epoch {
+            self.resources.insert(key, tags).await;
+        }
+    }
+
+    /// Drops every entry a change affects, immediately.
+    pub fn invalidate(&self, what: &Invalidation) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let result = match *what {
+            Invalidation::All => {
+                self.sets.invalidate_all();
+                self.catalogues.invalidate_all();
+                self.resources.invalidate_all();
+                Ok(())
+            }
+            Invalidation::Organization(org) => {
+                let _ = self.catalogues.invalidate_entries_if(move |k, _| *k == org);
+                self.sets
+                    .invalidate_entries_if(move |_, v| v.organization == Some(org))
+                    .map(drop)
+            }
+            Invalidation::Workspace(ws) => self
+                .sets
+                .invalidate_entries_if(move |k, _| k.workspace == ws)
+                .map(drop),
+            Invalidation::ResourceTags(ws) => self
+                .resources
+                .invalidate_entries_if(move |k, _| k.0 == ws)
+                .map(drop),
+            Invalidation::User(id) => self
+                .sets
+                .invalidate_entries_if(move |k, _| {
+                    k.kind == PrincipalKind::User && k.principal == id
+                })
+                .map(drop),
+            Invalidation::ServiceAccount(id) => self
+                .sets
+                .invalidate_entries_if(move |k, _| {
+                    k.kind == PrincipalKind::ServiceAccount && k.principal == id
+                })
+                .map(drop),
+            Invalidation::Key(_) => Ok(()),
+        };
+        if result.is_err() {
+            self.sets.invalidate_all();
+            self.resources.invalidate_all();
+        }
+    }
+
+    /// Hit and miss counts, and the number of cached sets.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.sets.entry_count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::engine::EffectiveGrant;
+
+    fn set(revision: u64, perms: &[u16]) -> ResolvedSet {
+        let mut p = PermissionSet::default();
+        for id in perms {
+            p.insert(*id);
+        }
+        let access = Access {
+            org_admin: false,
+            grants: vec![EffectiveGrant {
+                grant_id: "g".into(),
+                role: "r".into(),
+                via_team: None,
+                permissions: p,
+                scope: None,
+            }],
+        };
+        ResolvedSet::new(
+            revision,
+            Some(7),
+            Some(OrgRole::User),
+            access,
+            Arc::new(Catalogue::new([])),
+        )
+    }
+
+    fn key(principal: Id, workspace: Id) -> SetKey {
+        SetKey {
+            kind: PrincipalKind::User,
+            principal,
+            workspace,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_loads_once_then_hits() {
+        let cache = DecisionCache::new(CacheConfig::default());
+        let loaded = cache
+            .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(set(5, &[3])) })
+            .await
+            .unwrap();
+        assert!(loaded.allows(3, &[]));
+        assert!(cache.get(&key(1, 2), 0).await.is_some());
+        assert_eq!(cache.stats().misses, 1);
+        assert_eq!(cache.stats().hits, 1);
+    }
+
+    #[tokio::test]
+    async fn invalidating_a_user_drops_only_their_sets() {
+        let cache = DecisionCache::new(CacheConfig::default());
+        for (p, w) in [(1, 10), (1, 11), (2, 10)] {
+            cache
+                .get_or_load(key(p, w), 0, async { Ok::<_, ()>(set(1, &[])) })
+                .await
+                .unwrap();
+        }
+        cache.invalidate(&Invalidation::User(1));
+        assert!(cache.get(&key(1, 10), 0).await.is_none());
+        assert!(cache.get(&key(1, 11), 0).await.is_none());
+        assert!(cache.get(&key(2, 10), 0).await.is_some());
+        cache.invalidate(&Invalidation::Workspace(10));
+        assert!(cache.get(&key(2, 10), 0).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_load_that_overlaps_an_invalidation_is_not_cached() {
+        let cache = DecisionCache::new(CacheConfig::default());
+        let c2 = cache.clone();
+        let result = cache
+            .get_or_load(key(1, 2), 0, async move {
+                c2.invalidate(&Invalidation::User(1));
+                Ok::<_, ()>(set(1, &[]))
+            })
+            .await;
+        assert!(matches!(
+            result.as_ref().map_err(|e| &**e),
+            Err(LoadError::Raced)
+        ));
+        assert!(cache.get(&key(1, 2), 0).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_older_set_is_reloaded_for_a_newer_revision() {
+        let cache = DecisionCache::new(CacheConfig::default());
+        cache
+            .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(set(3, &[])) })
+            .await
+            .unwrap();
+        assert!(cache.get(&key(1, 2), 4).await.is_none());
+        let fresh = cache
+            .get_or_load(key(1, 2), 4, async { Ok::<_, ()>(set(4, &[1])) })
+            .await
+            .unwrap();
+        assert_eq!(fresh.revision, 4);
+    }
+
+    #[test]
+    fn invalidations_round_trip_through_their_encoding() {
+        for inv in [
+            Invalidation::All,
+            Invalidation::Organization(1),
+            Invalidation::Workspace(u128::MAX),
+            Invalidation::User(42),
+            Invalidation::ServiceAccount(7),
+            Invalidation::Key(9),
+            Invalidation::ResourceTags(3),
+        ] {
+            assert_eq!(Invalidation::decode(&inv.encode()), Some(inv));
+        }
+        assert_eq!(Invalidation::decode("x12"), None);
+    }
+
+    #[test]
+    fn inactive_principals_are_denied_even_with_grants() {
+        let mut s = set(1, &[3]);
+        s.active = false;
+        assert_eq!(s.verdict(3), Verdict::Denied);
+    }
+}
