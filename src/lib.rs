@@ -47,6 +47,7 @@ pub mod coherence;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod seed;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use moka::future::Cache;
+use moka::sync::Cache;
 use tonic::codegen::http::HeaderMap;
 
 use crate::{
@@ -144,13 +144,13 @@ impl KeyCache {
 pub async fn resolve_key(state: &AppState, secret: &str) -> Result<Arc<ResolvedKey>> {
     let kind = key::parse(secret).map_err(|e| Error::Unauthenticated(e.to_string()))?;
     let digest = key::digest(secret);
-    let resolved = match state.keys.keys.get(&digest).await {
+    let resolved = match state.keys.keys.get(&digest) {
         Some(hit) => hit,
         None => {
             let epoch = state.decisions.epoch();
             let loaded = Arc::new(load_key(&state.store, kind, &key::hex(&digest)).await?);
             if state.decisions.epoch() == epoch {
-                state.keys.keys.insert(digest, loaded.clone()).await;
+                state.keys.keys.insert(digest, loaded.clone());
             }
             loaded
         }

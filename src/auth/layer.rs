@@ -1,7 +1,8 @@
 //! The tower layer in front of every service: it opens the RPC's tracing span,
 //! authenticates the caller from the metadata and hands the [`Caller`] to the
-//! handler in the request extensions. Health checks and reflection pass
-//! without credentials; everything else without a valid key is refused here.
+//! handler in the request extensions. Health checks, reflection and the
+//! benchmark no-op pass without credentials; everything else without a valid
+//! key is refused here.
 
 use std::{
     pin::Pin,
@@ -47,9 +48,12 @@ pub struct Auth<S> {
     state: AppState,
 }
 
-/// Paths served without credentials.
+/// Paths served without credentials: health, reflection, and the no-op
+/// benchmark ceiling (served only with `--bench-noop`; it does nothing).
 fn is_public(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+    path.starts_with("/grpc.health.v1.")
+        || path.starts_with("/grpc.reflection.")
+        || path.starts_with("/portcullis.v1.NoopService/")
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;

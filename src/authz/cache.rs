@@ -3,21 +3,25 @@
 //! by memory.
 //!
 //! A hit is one hash lookup of a `Copy` key built from the ids (no
-//! allocation), then a bit test. Concurrent misses on one key run one load.
+//! allocation; moka's own housekeeping, run every few hundred reads, is the
+//! only allocator on this path), then a bit test. Concurrent misses on one key
+//! share one load.
 //! Invalidation is targeted (a principal, a workspace, an organization) and
 //! immediate: moka never returns an entry a registered predicate invalidates.
 //! A load that overlaps an invalidation is not cached (its data may predate
 //! the change), so a stale set cannot slip in behind a write.
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use moka::future::Cache;
+use moka::sync::Cache;
+use tokio::sync::OnceCell;
 
 use super::{
     OrgRole,
@@ -240,10 +244,13 @@ pub enum LoadError<E> {
 /// Registered tags of a resource, by (workspace, type, id).
 pub type ResourceKey = (Id, String, String);
 
+type InFlight = Arc<OnceCell<Arc<ResolvedSet>>>;
+
 /// The resolved sets and catalogues of one replica.
 #[derive(Clone)]
 pub struct DecisionCache {
     sets: Cache<SetKey, Arc<ResolvedSet>>,
+    loading: Arc<Mutex<HashMap<SetKey, InFlight>>>,
     catalogues: Cache<Id, Arc<Catalogue>>,
     resources: Cache<ResourceKey, Arc<[(String, String)]>>,
     epoch: Arc<AtomicU64>,
@@ -284,6 +291,7 @@ impl DecisionCache {
             .build();
         Self {
             sets,
+            loading: Arc::new(Mutex::new(HashMap::new())),
             catalogues,
             resources,
             epoch: Arc::new(AtomicU64::new(0)),
@@ -293,8 +301,9 @@ impl DecisionCache {
     }
 
     /// The cached set for `key`, if any and at least as fresh as `min_revision`.
-    pub async fn get(&self, key: &SetKey, min_revision: u64) -> Option<Arc<ResolvedSet>> {
-        match self.sets.get(key).await {
+    #[inline]
+    pub fn get(&self, key: &SetKey, min_revision: u64) -> Option<Arc<ResolvedSet>> {
+        match self.sets.get(key) {
             Some(set) if set.revision >= min_revision => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(set)
@@ -308,61 +317,73 @@ impl DecisionCache {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Returns the set for `key`, loading it once for all concurrent callers
-    /// on a miss. A cached set older than `min_revision` is replaced.
+    /// Returns the set for `key`, loading it on a miss; concurrent misses on
+    /// one key share one load. A cached set older than `min_revision` is
+    /// dropped and reloaded. The returned set may still be older than
+    /// `min_revision` if storage itself is: the caller decides.
     pub async fn get_or_load<F, E>(
         &self,
         key: SetKey,
         min_revision: u64,
         load: F,
-    ) -> Result<Arc<ResolvedSet>, Arc<LoadError<E>>>
+    ) -> Result<Arc<ResolvedSet>, LoadError<E>>
     where
         F: Future<Output = Result<ResolvedSet, E>>,
-        E: Send + Sync + 'static,
     {
-        if let Some(set) = self.get(&key, min_revision).await {
+        if let Some(set) = self.get(&key, min_revision) {
             return Ok(set);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if min_revision > 0 {
-            // An older cached set would satisfy the coalesced load below.
-            if self
+        if min_revision > 0
+            && self
                 .sets
                 .get(&key)
-                .await
                 .is_some_and(|s| s.revision < min_revision)
-            {
-                self.sets.invalidate(&key).await;
-            }
+        {
+            self.sets.invalidate(&key);
         }
-        let epoch = self.epoch();
-        let epoch_cell = self.epoch.clone();
-        self.sets
-            .try_get_with(key, async move {
+        let cell = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(key).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                let epoch = self.epoch();
                 let set = load.await.map_err(LoadError::Failed)?;
-                if epoch_cell.load(Ordering::Acquire) != epoch {
+                if self.epoch() != epoch {
+                    // A change landed while loading: the data may predate it.
                     return Err(LoadError::Raced);
                 }
-                Ok(Arc::new(set))
+                let set = Arc::new(set);
+                self.sets.insert(key, set.clone());
+                Ok(set)
             })
             .await
+            .cloned();
+        {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            if loading.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                loading.remove(&key);
+            }
+        }
+        result
     }
 
     /// The cached catalogue of an organization.
-    pub async fn catalogue(&self, org: Id) -> Option<Arc<Catalogue>> {
-        self.catalogues.get(&org).await
+    pub fn catalogue(&self, org: Id) -> Option<Arc<Catalogue>> {
+        self.catalogues.get(&org)
     }
 
     /// Caches an organization's catalogue, unless an invalidation ran since `epoch`.
-    pub async fn put_catalogue(&self, org: Id, catalogue: Arc<Catalogue>, epoch: u64) {
+    pub fn put_catalogue(&self, org: Id, catalogue: Arc<Catalogue>, epoch: u64) {
         if self.epoch() == epoch {
-            self.catalogues.insert(org, catalogue).await;
+            self.catalogues.insert(org, catalogue);
         }
     }
 
     /// The cached registered tags of a resource.
-    pub async fn resource_tags(&self, key: &ResourceKey) -> Option<Arc<[(String, String)]>> {
-        self.resources.get(key).await
+    pub fn resource_tags(&self, key: &ResourceKey) -> Option<Arc<[(String, String)]>> {
+        self.resources.get(key)
     }
 
     /// Caches a resource's registered tags, unless an invalidation ran since `epoch`.
@@ -373,7 +394,7 @@ impl DecisionCache {
         epoch: u64,
     ) {
         if self.epoch() == epoch {
-            self.resources.insert(key, tags).await;
+            self.resources.insert(key, tags);
         }
     }
 
@@ -476,7 +497,7 @@ mod tests {
             .await
             .unwrap();
         assert!(loaded.allows(3, &[]));
-        assert!(cache.get(&key(1, 2), 0).await.is_some());
+        assert!(cache.get(&key(1, 2), 0).is_some());
         assert_eq!(cache.stats().misses, 1);
         assert_eq!(cache.stats().hits, 1);
     }
@@ -491,11 +512,35 @@ mod tests {
                 .unwrap();
         }
         cache.invalidate(&Invalidation::User(1));
-        assert!(cache.get(&key(1, 10), 0).await.is_none());
-        assert!(cache.get(&key(1, 11), 0).await.is_none());
-        assert!(cache.get(&key(2, 10), 0).await.is_some());
+        assert!(cache.get(&key(1, 10), 0).is_none());
+        assert!(cache.get(&key(1, 11), 0).is_none());
+        assert!(cache.get(&key(2, 10), 0).is_some());
         cache.invalidate(&Invalidation::Workspace(10));
-        assert!(cache.get(&key(2, 10), 0).await.is_none());
+        assert!(cache.get(&key(2, 10), 0).is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load() {
+        let cache = DecisionCache::new(CacheConfig::default());
+        let loads = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_load(key(1, 2), 0, async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, ()>(set(1, &[]))
+                    })
+                    .await
+                    .is_ok()
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
@@ -508,11 +553,8 @@ mod tests {
                 Ok::<_, ()>(set(1, &[]))
             })
             .await;
-        assert!(matches!(
-            result.as_ref().map_err(|e| &**e),
-            Err(LoadError::Raced)
-        ));
-        assert!(cache.get(&key(1, 2), 0).await.is_none());
+        assert!(matches!(result, Err(LoadError::Raced)));
+        assert!(cache.get(&key(1, 2), 0).is_none());
     }
 
     #[tokio::test]
@@ -522,7 +564,7 @@ mod tests {
             .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(set(3, &[])) })
             .await
             .unwrap();
-        assert!(cache.get(&key(1, 2), 4).await.is_none());
+        assert!(cache.get(&key(1, 2), 4).is_none());
         let fresh = cache
             .get_or_load(key(1, 2), 4, async { Ok::<_, ()>(set(4, &[1])) })
             .await

@@ -23,7 +23,7 @@ use crate::{
     },
     error::{Error, Result},
     state::AppState,
-    store::{StoreError, identity, keys, workspaces},
+    store::{identity, keys, workspaces},
 };
 
 /// Who a check is about.
@@ -74,30 +74,13 @@ pub struct Subject {
     pub bad_key: Option<String>,
 }
 
-fn copy_error(err: &Error) -> Error {
-    match err {
-        Error::InvalidArgument { field, rule } => Error::invalid(field, rule.clone()),
-        Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
-        Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
-        Error::NotFound(m) => Error::NotFound(m.clone()),
-        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
-        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
-        Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
-        Error::Store(StoreError::Unavailable(m)) => {
-            Error::Store(StoreError::Unavailable(m.clone()))
-        }
-        Error::Store(StoreError::Conflict(m)) => Error::Store(StoreError::Conflict(m.clone())),
-        Error::Store(StoreError::Internal(m)) => Error::Store(StoreError::Internal(m.clone())),
-    }
-}
-
 async fn catalogue_of(state: &AppState, org: Id, org_id: &str) -> Result<Arc<Catalogue>> {
-    if let Some(c) = state.decisions.catalogue(org).await {
+    if let Some(c) = state.decisions.catalogue(org) {
         return Ok(c);
     }
     let epoch = state.decisions.epoch();
     let c = Arc::new(access::catalogue(state.store.db(), org_id).await?);
-    state.decisions.put_catalogue(org, c.clone(), epoch).await;
+    state.decisions.put_catalogue(org, c.clone(), epoch);
     Ok(c)
 }
 
@@ -175,11 +158,11 @@ pub async fn resolved_set(
             )
             .await
         {
-            Ok(set) => return check_fresh(set, at_least_revision).map(Some),
-            Err(err) => match &*err {
-                LoadError::Raced => continue,
-                LoadError::Failed(e) => return Err(copy_error(e)),
-            },
+            // A shared load that began before the asked-for revision: load again.
+            Ok(set) if set.revision < at_least_revision => continue,
+            Ok(set) => return Ok(Some(set)),
+            Err(LoadError::Raced) => continue,
+            Err(LoadError::Failed(e)) => return Err(e),
         }
     }
     // Changes keep racing the load: answer from a fresh, uncached load.
@@ -359,7 +342,7 @@ pub async fn resource_tags(
         return Ok(Arc::from([]));
     };
     let key = (ws, resource.resource_type.clone(), resource.id.clone());
-    if let Some(tags) = state.decisions.resource_tags(&key).await {
+    if let Some(tags) = state.decisions.resource_tags(&key) {
         return Ok(tags);
     }
     let epoch = state.decisions.epoch();
