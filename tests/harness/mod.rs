@@ -1,0 +1,460 @@
+//! The shared harness of the integration tests: a real server on an
+//! ephemeral port against a fresh database (a SQLite file, or a PostgreSQL
+//! database created for the test and dropped after it), the generated tonic
+//! clients, and small helpers for the flows most tests need.
+
+#![allow(dead_code)]
+
+use portcullis::{
+    bootstrap::{self, BootstrapInput, BootstrapOutput},
+    config::{DeploymentMode, Settings},
+    proto::v1::{
+        self as pb, audit_service_client::AuditServiceClient,
+        check_service_client::CheckServiceClient, identity_service_client::IdentityServiceClient,
+        roles_service_client::RolesServiceClient, workspace_service_client::WorkspaceServiceClient,
+    },
+    server,
+    state::AppState,
+    store::Store,
+};
+use sea_orm::ConnectionTrait;
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Response, Status, transport::Channel};
+
+/// The storage backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates `async fn name(b: Backend)` tests for both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+fn pg_base() -> String {
+    std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+async fn pg_admin(sql: &str) {
+    let db = sea_orm::Database::connect(format!("{}/postgres", pg_base()))
+        .await
+        .expect("PostgreSQL is reachable (.ci/run starts it)");
+    db.execute_unprepared(sql).await.expect("admin statement");
+    db.close().await.ok();
+}
+
+/// A fresh database, removed when dropped.
+struct TestDb {
+    url: String,
+    pg_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}/test.db?mode=rwc", dir.path().display()),
+                pg_name: None,
+                _dir: dir,
+            },
+            Backend::Postgres => {
+                let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
+                pg_admin(&format!("CREATE DATABASE {name}")).await;
+                Self {
+                    url: format!("{}/{name}", pg_base()),
+                    pg_name: Some(name),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs inside the test's runtime: clean up from a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(pg_admin(&format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )));
+            })
+            .join();
+        }
+    }
+}
+
+/// A running server and what bootstrap made.
+pub struct TestServer {
+    pub channel: Channel,
+    pub boot: BootstrapOutput,
+    pub backend: Backend,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _db: TestDb,
+}
+
+/// Starts a self-hosted server.
+pub async fn start(backend: Backend) -> TestServer {
+    start_with(backend, DeploymentMode::SelfHosted).await
+}
+
+/// Starts a server in a deployment mode.
+pub async fn start_with(backend: Backend, mode: DeploymentMode) -> TestServer {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let boot = bootstrap::run(
+        &store,
+        &BootstrapInput {
+            organization_name: "acme".into(),
+            admin_email: "admin@acme.test".into(),
+            admin_subject: "idp|admin".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let settings = Settings {
+        deployment_mode: mode,
+        ..Settings::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let state = AppState::new(store.clone(), settings);
+    let task = tokio::spawn(async move {
+        server::run(listener, state, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TestServer {
+        channel,
+        boot,
+        backend,
+        store,
+        shutdown: Some(tx),
+        task: Some(task),
+        _db: db,
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A request carrying `authorization: Bearer <key>`.
+pub fn req<T>(msg: T, key: &str) -> Request<T> {
+    with(msg, key, &[])
+}
+
+/// A request with a key and more metadata (`x-tenant-id`, `x-act-as-user`).
+pub fn with<T>(msg: T, key: &str, metadata: &[(&'static str, &str)]) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    for (k, v) in metadata {
+        r.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    r
+}
+
+/// A request made by the bootstrap key acting for `user`.
+pub fn as_user<T>(s: &TestServer, msg: T, user: &str) -> Request<T> {
+    with(msg, &s.boot.key, &[("x-act-as-user", user)])
+}
+
+/// Asserts a gRPC failure with `code` whose message contains `needle`.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<Response<T>, Status>,
+    code: Code,
+    needle: &str,
+) {
+    match result {
+        Ok(r) => panic!(
+            "expected {code:?} ({needle}), got success: {:?}",
+            r.into_inner()
+        ),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected status: {s:?}");
+            assert!(
+                s.message().contains(needle),
+                "message {:?} should contain {needle:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+/// A member of the bootstrap organization.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub user_id: String,
+    pub home: String,
+}
+
+impl TestServer {
+    pub fn identity(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channel.clone())
+    }
+    pub fn workspaces(&self) -> WorkspaceServiceClient<Channel> {
+        WorkspaceServiceClient::new(self.channel.clone())
+    }
+    pub fn roles(&self) -> RolesServiceClient<Channel> {
+        RolesServiceClient::new(self.channel.clone())
+    }
+    pub fn check(&self) -> CheckServiceClient<Channel> {
+        CheckServiceClient::new(self.channel.clone())
+    }
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
+    }
+
+    /// The bootstrap key.
+    pub fn key(&self) -> &str {
+        &self.boot.key
+    }
+
+    /// Registers a user (`name@acme.test`).
+    pub async fn user(&self, name: &str) -> String {
+        self.identity()
+            .create_user(req(
+                pb::CreateUserRequest {
+                    external_subject: format!("idp|{name}"),
+                    email: format!("{name}@acme.test"),
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+            .id
+    }
+
+    /// Registers a user and adds them to the bootstrap organization with `role`.
+    pub async fn member(&self, name: &str, role: pb::OrgRole) -> Member {
+        let user_id = self.user(name).await;
+        let m = self
+            .identity()
+            .add_member(req(
+                pb::AddMemberRequest {
+                    organization_id: String::new(),
+                    user_id: user_id.clone(),
+                    role: role as i32,
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .member
+            .unwrap();
+        Member {
+            user_id,
+            home: m.default_workspace_id,
+        }
+    }
+
+    /// A personal access token of `user` in the bootstrap organization.
+    pub async fn pat(&self, user: &str) -> String {
+        self.identity()
+            .create_personal_access_token(as_user(
+                self,
+                pb::CreatePersonalAccessTokenRequest::default(),
+                user,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+    }
+
+    /// A shared workspace created by the bootstrap key.
+    pub async fn workspace(&self, key: &str) -> String {
+        self.workspaces()
+            .create_workspace(req(
+                pb::CreateWorkspaceRequest {
+                    organization_id: String::new(),
+                    key: key.into(),
+                    name: String::new(),
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .workspace
+            .unwrap()
+            .id
+    }
+
+    /// Grants `role` to a subject in a workspace; returns the grant id.
+    pub async fn grant(
+        &self,
+        workspace: &str,
+        subject: pb::subject::Kind,
+        role: &str,
+        scope: Option<pb::Scope>,
+    ) -> String {
+        self.workspaces()
+            .grant_access(req(
+                pb::GrantAccessRequest {
+                    workspace_id: workspace.into(),
+                    subject: Some(pb::Subject {
+                        kind: Some(subject),
+                    }),
+                    role: role.into(),
+                    scope,
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .grant
+            .unwrap()
+            .id
+    }
+
+    /// A team of the bootstrap organization with these members.
+    pub async fn team(&self, name: &str, members: &[&str]) -> String {
+        let team = self
+            .identity()
+            .create_team(req(
+                pb::CreateTeamRequest {
+                    organization_id: String::new(),
+                    name: name.into(),
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .team
+            .unwrap()
+            .id;
+        for m in members {
+            self.identity()
+                .add_team_member(req(
+                    pb::AddTeamMemberRequest {
+                        organization_id: String::new(),
+                        team_id: team.clone(),
+                        user_id: (*m).into(),
+                    },
+                    self.key(),
+                ))
+                .await
+                .unwrap();
+        }
+        team
+    }
+
+    /// Whether `user` may use `permission` in `workspace` on a resource with `tags`.
+    pub async fn allowed(
+        &self,
+        user: &str,
+        workspace: &str,
+        permission: &str,
+        tags: &[(&str, &str)],
+    ) -> bool {
+        self.check()
+            .check(req(
+                check_request(user, workspace, permission, tags),
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    }
+}
+
+/// A Check request about a user.
+pub fn check_request(
+    user: &str,
+    workspace: &str,
+    permission: &str,
+    tags: &[(&str, &str)],
+) -> pb::CheckRequest {
+    pb::CheckRequest {
+        principal: Some(pb::CheckPrincipal {
+            kind: Some(pb::check_principal::Kind::UserId(user.into())),
+        }),
+        workspace_id: workspace.into(),
+        permission: permission.into(),
+        resource: Some(pb::Resource {
+            r#type: permission.split(':').next().unwrap_or_default().into(),
+            id: String::new(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| pb::Tag {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+        }),
+        at_least_revision: 0,
+    }
+}
+
+/// A user subject.
+pub fn user(id: &str) -> pb::subject::Kind {
+    pb::subject::Kind::UserId(id.into())
+}
+
+/// A team subject.
+pub fn team(id: &str) -> pb::subject::Kind {
+    pb::subject::Kind::TeamId(id.into())
+}
+
+/// An application scope.
+pub fn app_scope(name: &str) -> Option<pb::Scope> {
+    Some(pb::Scope {
+        conditions: Vec::new(),
+        application: name.into(),
+    })
+}
