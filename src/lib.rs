@@ -28,9 +28,15 @@
 //!   only their SHA-256 is stored.
 //! * Admin RPCs are authorized with the same engine the service offers:
 //!   organization permissions come from [`authz::org`].
-//! * Every change is one transaction ([`store::WriteTx`]) that first advances
-//!   the global revision and also writes the audit event; the revision is
-//!   returned to the caller.
+//! * Every change is one transaction ([`domain::tx::Tx`] over
+//!   [`store::WriteTx`]) that first advances the global revision, writes the
+//!   audit event, and records what it invalidates; on commit the local caches
+//!   drop those entries and other replicas hear of it by PostgreSQL `NOTIFY`
+//!   ([`coherence`]).
+//! * Checks ([`domain::check`]) take the resolved set of (principal,
+//!   workspace) from the moka cache ([`authz::cache`]) — a hash lookup and a
+//!   bit test — or load it once from storage; [`authz::engine`] evaluates
+//!   scopes against resource tags only when a scoped grant could decide.
 //! * Errors: [`store::StoreError`] below, [`error::Error`] above, mapped to
 //!   `tonic::Status` in exactly one place.
 //!
