@@ -178,16 +178,7 @@ async fn grants_and_teams_agree_with_the_model(b: Backend) {
         for i in 0..2 {
             let ws = s.workspace(&format!("ws{i}")).await;
             for app in ["chat", "search"] {
-                s.workspaces()
-                    .create_application(req(
-                        pb::CreateApplicationRequest {
-                            workspace_id: ws.clone(),
-                            name: app.into(),
-                        },
-                        s.key(),
-                    ))
-                    .await
-                    .unwrap();
+                s.application(&ws, app).await;
             }
             model.grants.insert(ws.clone(), HashMap::new());
             workspaces.push(ws);

@@ -104,21 +104,7 @@ async fn removed_members_are_denied_at_once(b: Backend) {
 async fn deleted_service_accounts_are_denied(b: Backend) {
     let s = start(b).await;
     let ws = s.workspace("shared").await;
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: "bot".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
+    let sa = s.service_account("bot").await;
     s.grant(
         &ws,
         pb::subject::Kind::ServiceAccountId(sa.clone()),
@@ -413,21 +399,7 @@ async fn who_may_ask(b: Backend) {
         ))
         .await;
     assert_code(other, Code::PermissionDenied, "only their own");
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: "backend".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
+    let sa = s.service_account("backend").await;
     let scoped = s
         .identity()
         .create_service_key(req(
@@ -503,16 +475,7 @@ async fn explain_names_the_team_grant_or_the_missing_scope(b: Backend) {
     let s = start(b).await;
     let ann = s.member("ann", pb::OrgRole::OrgUser).await;
     let ws = s.workspace("shared").await;
-    s.workspaces()
-        .create_application(req(
-            pb::CreateApplicationRequest {
-                workspace_id: ws.clone(),
-                name: "chat".into(),
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap();
+    s.application(&ws, "chat").await;
     let t = s.team("ops", &[&ann.user_id]).await;
     let g = s
         .grant(&ws, team(&t), "Contributor", app_scope("chat"))
@@ -570,16 +533,7 @@ async fn principal_permissions_are_grouped_by_scope(b: Backend) {
     let s = start(b).await;
     let ann = s.member("ann", pb::OrgRole::OrgUser).await;
     let ws = s.workspace("shared").await;
-    s.workspaces()
-        .create_application(req(
-            pb::CreateApplicationRequest {
-                workspace_id: ws.clone(),
-                name: "chat".into(),
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap();
+    s.application(&ws, "chat").await;
     s.grant(&ws, user(&ann.user_id), "Reader", None).await;
     s.grant(&ws, user(&ann.user_id), "Contributor", app_scope("chat"))
         .await;

@@ -175,18 +175,7 @@ async fn personal_organization_cannot_invite(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
     let bob = s.user("bob").await;
-    let org = s
-        .identity()
-        .ensure_personal_organization(as_user(
-            &s,
-            pb::EnsurePersonalOrganizationRequest::default(),
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.personal_organization(&ann).await;
     let invite = s
         .identity()
         .create_invite(as_user(
@@ -218,18 +207,7 @@ async fn personal_organization_cannot_invite(b: Backend) {
 async fn personal_organization_keeps_its_plan(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
-    let org = s
-        .identity()
-        .ensure_personal_organization(as_user(
-            &s,
-            pb::EnsurePersonalOrganizationRequest::default(),
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.personal_organization(&ann).await;
     let r = s
         .identity()
         .update_organization(as_user(
@@ -265,21 +243,7 @@ async fn org_user_cannot_update_organization(b: Backend) {
 async fn pat_of_another_organization_cannot_read_this_one(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
-    let other = s
-        .identity()
-        .create_organization(as_user(
-            &s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: 0,
-            },
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let other = s.organization(&ann, "Globex", 0).await;
     let pat = s
         .identity()
         .create_personal_access_token(as_user(
@@ -348,21 +312,7 @@ async fn saas_personal_plan_allows_only_admins(b: Backend) {
     let s = start_with(b, DeploymentMode::Saas).await;
     let ann = s.user("ann").await;
     let bob = s.user("bob").await;
-    let org = s
-        .identity()
-        .create_organization(as_user(
-            &s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: 0,
-            },
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.organization(&ann, "Globex", 0).await;
     let add = |role: pb::OrgRole| {
         as_user(
             &s,
@@ -401,21 +351,7 @@ async fn self_hosted_bypasses_plan_checks(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
     let bob = s.user("bob").await;
-    let org = s
-        .identity()
-        .create_organization(as_user(
-            &s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: 0,
-            },
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.organization(&ann, "Globex", 0).await;
     s.identity()
         .add_member(as_user(
             &s,
@@ -433,21 +369,7 @@ async fn self_hosted_bypasses_plan_checks(b: Backend) {
 async fn last_admin_cannot_be_demoted_or_removed(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
-    let org = s
-        .identity()
-        .create_organization(as_user(
-            &s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: 3,
-            },
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.organization(&ann, "Globex", 3).await;
     let demote = s
         .identity()
         .update_member_role(as_user(

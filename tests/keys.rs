@@ -391,21 +391,7 @@ async fn non_admins_list_only_their_own_pats(b: Backend) {
 async fn service_key_rules_are_enforced(b: Backend) {
     let s = start(b).await;
     let user = s.member("ann", pb::OrgRole::OrgUser).await;
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: "ingest".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
+    let sa = s.service_account("ingest").await;
     let create = |scope: pb::ServiceKeyScope, ws: Vec<String>| pb::CreateServiceKeyRequest {
         service_account_id: sa.clone(),
         scope: scope as i32,
@@ -473,21 +459,7 @@ async fn tenant_outside_a_key_scope_is_denied(b: Backend) {
     let s = start(b).await;
     let a = s.member("ann", pb::OrgRole::OrgUser).await;
     let bws = s.member("bob", pb::OrgRole::OrgUser).await.home;
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: "scoped".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
+    let sa = s.service_account("scoped").await;
     let key = s
         .identity()
         .create_service_key(req(

@@ -73,21 +73,7 @@ async fn creator_becomes_workspace_admin(b: Backend) {
 async fn saas_workspace_creation_needs_plus(b: Backend) {
     let s = start_with(b, DeploymentMode::Saas).await;
     let ann = s.user("ann").await;
-    let org = s
-        .identity()
-        .create_organization(as_user(
-            &s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: 0,
-            },
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.organization(&ann, "Globex", 0).await;
     let mut req_ws = create_ws("team-a");
     req_ws.organization_id = org.id.clone();
     let r = s
@@ -116,18 +102,7 @@ async fn saas_workspace_creation_needs_plus(b: Backend) {
 async fn personal_organization_holds_one_workspace(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
-    let org = s
-        .identity()
-        .ensure_personal_organization(as_user(
-            &s,
-            pb::EnsurePersonalOrganizationRequest::default(),
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.personal_organization(&ann).await;
     let mut r = create_ws("second");
     r.organization_id = org.id;
     let res = s.workspaces().create_workspace(as_user(&s, r, &ann)).await;
@@ -153,21 +128,7 @@ async fn deleting_a_workspace_removes_it_and_narrows_keys(b: Backend) {
     let s = start(b).await;
     let doomed = s.workspace("doomed").await;
     let kept = s.workspace("kept").await;
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: "svc".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
+    let sa = s.service_account("svc").await;
     let key_for = |ws: Vec<String>| pb::CreateServiceKeyRequest {
         service_account_id: sa.clone(),
         scope: pb::ServiceKeyScope::Workspaces as i32,
@@ -482,16 +443,7 @@ async fn application_scoped_grant_applies_only_to_the_application(b: Backend) {
     let s = start(b).await;
     let ann = s.member("ann", pb::OrgRole::OrgUser).await;
     let ws = s.workspace("shared").await;
-    s.workspaces()
-        .create_application(req(
-            pb::CreateApplicationRequest {
-                workspace_id: ws.clone(),
-                name: "checkout".into(),
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap();
+    s.application(&ws, "checkout").await;
     s.grant(
         &ws,
         user(&ann.user_id),
@@ -570,21 +522,7 @@ async fn application_scoped_grant_applies_only_to_the_application(b: Backend) {
 async fn custom_role_needs_enterprise_in_saas(b: Backend) {
     let s = start_with(b, DeploymentMode::Saas).await;
     let ann = s.user("ann").await;
-    let org = s
-        .identity()
-        .create_organization(as_user(
-            &s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: pb::Plan::Plus as i32,
-            },
-            &ann,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = s.organization(&ann, "Globex", pb::Plan::Plus as i32).await;
     let role = pb::CreateRoleRequest {
         organization_id: org.id.clone(),
         name: "prompt-engineer".into(),

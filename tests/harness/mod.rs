@@ -458,3 +458,70 @@ pub fn app_scope(name: &str) -> Option<pb::Scope> {
         application: name.into(),
     })
 }
+
+impl TestServer {
+    /// A shared organization created by `user` (who becomes its admin).
+    pub async fn organization(&self, user: &str, name: &str, plan: i32) -> pb::Organization {
+        self.identity()
+            .create_organization(as_user(
+                self,
+                pb::CreateOrganizationRequest {
+                    name: name.into(),
+                    plan,
+                },
+                user,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap()
+    }
+
+    /// The personal organization of `user`.
+    pub async fn personal_organization(&self, user: &str) -> pb::Organization {
+        self.identity()
+            .ensure_personal_organization(as_user(
+                self,
+                pb::EnsurePersonalOrganizationRequest::default(),
+                user,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap()
+    }
+
+    /// A service account of the bootstrap organization (role ORG_VIEWER).
+    pub async fn service_account(&self, name: &str) -> String {
+        self.identity()
+            .create_service_account(req(
+                pb::CreateServiceAccountRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .service_account
+            .unwrap()
+            .id
+    }
+
+    /// An application in a workspace.
+    pub async fn application(&self, workspace: &str, name: &str) {
+        self.workspaces()
+            .create_application(req(
+                pb::CreateApplicationRequest {
+                    workspace_id: workspace.into(),
+                    name: name.into(),
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap();
+    }
+}
