@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
 #[path = "support/processes.rs"]
 mod processes;
 
@@ -13,7 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use processes::{BIN, Db, Serve, bootstrap};
+use harness::{Backend, TestDb};
+use processes::{BIN, Serve, bootstrap};
 use serde_json::Value;
 
 fn grpcurl_path() -> PathBuf {
@@ -74,7 +76,12 @@ impl Grpcurl {
 
 async fn end_to_end(postgres: bool) {
     let grpcurl_bin = grpcurl_path();
-    let db = Db::new(postgres).await;
+    let db = TestDb::new(if postgres {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    })
+    .await;
 
     let boot = bootstrap(
         &db,
@@ -201,7 +208,7 @@ async fn end_to_end(postgres: bool) {
         status.success(),
         "serve exits cleanly on SIGTERM: {status:?}"
     );
-    db.drop_db().await;
+    drop(db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

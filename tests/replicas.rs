@@ -4,31 +4,33 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
 #[path = "support/processes.rs"]
 mod processes;
 
 use std::time::{Duration, Instant};
 
+use harness::{Backend, TestDb};
 use portcullis::proto::v1::{
     self as pb, check_service_client::CheckServiceClient,
     identity_service_client::IdentityServiceClient,
     workspace_service_client::WorkspaceServiceClient,
 };
-use processes::{Db, Serve, authed, bootstrap};
+use processes::{Serve, authed, bootstrap};
 use tonic::transport::Channel;
 
 /// Slow fallbacks, so only notifications can explain a prompt invalidation.
 const SLOW_FALLBACKS: &[&str] = &["--revision-poll", "10m", "--cache-ttl", "10m"];
 
 struct Setup {
-    db: Db,
+    db: TestDb,
     key: String,
     a: Serve,
     b: Serve,
 }
 
 async fn two_replicas() -> Setup {
-    let db = Db::new(true).await;
+    let db = TestDb::new(Backend::Postgres).await;
     let boot = bootstrap(&db, &["--organization-name", "replicas"]);
     let key = boot["key"].as_str().unwrap().to_owned();
     let a = Serve::start(&db, SLOW_FALLBACKS);
@@ -193,7 +195,7 @@ async fn a_grant_revoked_on_one_replica_is_denied_on_the_other() {
     .await;
     eprintln!("revocation seen on the other replica after {took:?}");
     drop((s.a, s.b));
-    s.db.drop_db().await;
+    drop(s.db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +246,7 @@ async fn a_key_revoked_on_one_replica_stops_working_on_the_other() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     assert!(err.message().contains("revoked"), "{}", err.message());
     drop((s.a, s.b));
-    s.db.drop_db().await;
+    drop(s.db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,5 +281,5 @@ async fn removing_a_member_on_one_replica_denies_on_the_other() {
     })
     .await;
     drop((s.a, s.b));
-    s.db.drop_db().await;
+    drop(s.db);
 }

@@ -65,14 +65,15 @@ async fn pg_admin(sql: &str) {
 }
 
 /// A fresh database, removed when dropped.
-struct TestDb {
-    url: String,
+pub struct TestDb {
+    pub url: String,
     pg_name: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl TestDb {
-    async fn new(backend: Backend) -> Self {
+    /// Creates an empty database on `backend`.
+    pub async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         match backend {
             Backend::Sqlite => Self {

@@ -1,6 +1,5 @@
-//! Real `portcullis` processes for end-to-end tests: a fresh database
-//! (SQLite file or PostgreSQL database, dropped at the end), `bootstrap`, and
-//! `serve` on a free loopback port.
+//! Real `portcullis` processes for end-to-end tests: `bootstrap`, and `serve`
+//! on a free loopback port, against a database from the harness.
 
 #![allow(dead_code)]
 
@@ -9,61 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::harness::TestDb;
+
 /// The `portcullis` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-/// Base URL of the test PostgreSQL server.
-pub fn pg_base() -> String {
-    std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-async fn admin_exec(sql: String) {
-    use sea_orm::ConnectionTrait;
-    let db = sea_orm::Database::connect(format!("{}/postgres", pg_base()))
-        .await
-        .expect("PostgreSQL is reachable");
-    db.execute_unprepared(&sql).await.expect("admin statement");
-}
-
-/// A database for one test: a SQLite file, or a fresh PostgreSQL database.
-pub struct Db {
-    pub url: String,
-    pg_name: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Db {
-    /// Creates the database.
-    pub async fn new(postgres: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        if postgres {
-            let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
-            admin_exec(format!("CREATE DATABASE {name}")).await;
-            Self {
-                url: format!("{}/{name}", pg_base()),
-                pg_name: Some(name),
-                _dir: dir,
-            }
-        } else {
-            Self {
-                url: format!("sqlite://{}/e2e.db?mode=rwc", dir.path().display()),
-                pg_name: None,
-                _dir: dir,
-            }
-        }
-    }
-
-    /// Drops the PostgreSQL database (SQLite files go with the temp dir).
-    pub async fn drop_db(self) {
-        if let Some(name) = self.pg_name {
-            admin_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-        }
-    }
-}
-
 /// Runs `portcullis bootstrap` and returns its JSON output.
-pub fn bootstrap(db: &Db, args: &[&str]) -> serde_json::Value {
+pub fn bootstrap(db: &TestDb, args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
         .arg("bootstrap")
         .args(args)
@@ -92,7 +43,7 @@ pub struct Serve {
 
 impl Serve {
     /// Starts `serve` on a free port with extra flags.
-    pub fn start(db: &Db, extra: &[&str]) -> Self {
+    pub fn start(db: &TestDb, extra: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(BIN)
             .args(["serve", "--listen", &addr, "--database-url", &db.url])
