@@ -814,6 +814,84 @@ async fn changes_are_audited_with_both_actors(b: Backend) {
         ))
         .await;
     assert_code(by_user, Code::PermissionDenied, "audit_log:read");
+
+    let count = |filter: pb::ListAuditEventsRequest| {
+        let mut audit = s.audit();
+        let key = s.key().to_owned();
+        async move {
+            audit
+                .list_audit_events(req(filter, &key))
+                .await
+                .unwrap()
+                .into_inner()
+                .events
+                .len()
+        }
+    };
+    let by_sa = count(pb::ListAuditEventsRequest {
+        actor_id: s.boot.service_account_id.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        by_sa >= 3,
+        "user creation, member add and team creation: {by_sa}"
+    );
+    let nobody = count(pb::ListAuditEventsRequest {
+        actor_id: "someone-else".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(nobody, 0);
+    let future = count(pb::ListAuditEventsRequest {
+        start_time: Some(portcullis::proto::Timestamp {
+            seconds: 4_102_444_800,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(future, 0, "nothing happened after 2100-01-01");
+    let past = count(pb::ListAuditEventsRequest {
+        end_time: Some(portcullis::proto::Timestamp {
+            seconds: 0,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(past, 0);
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = s
+            .audit()
+            .list_audit_events(req(
+                pb::ListAuditEventsRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                s.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.events.into_iter().map(|e| e.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len());
+    assert_eq!(
+        seen.len(),
+        count(pb::ListAuditEventsRequest::default()).await
+    );
 }
 
 async fn revisions_increase_with_every_change(b: Backend) {
