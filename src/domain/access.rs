@@ -130,9 +130,15 @@ pub async fn resolve<C: ConnectionTrait>(
     principal: &PrincipalId,
     org_role: Option<OrgRole>,
 ) -> StoreResult<Access> {
-    let subjects = subjects_of(conn, &ws.organization_id, principal).await?;
-    let refs: Vec<(&str, &str)> = subjects.iter().map(|(t, id)| (*t, id.as_str())).collect();
-    let grants = workspaces::grants_of_subjects(conn, &ws.id, &refs).await?;
+    let grants = match principal {
+        PrincipalId::User(id) => {
+            workspaces::grants_reaching_user(conn, &ws.organization_id, &ws.id, id).await?
+        }
+        PrincipalId::ServiceAccount(id) => {
+            workspaces::grants_of_subjects(conn, &ws.id, &[("service_account", id.as_str())])
+                .await?
+        }
+    };
     let sets = role_permissions(conn, catalogue, &grants).await?;
     let grants = grants
         .into_iter()
