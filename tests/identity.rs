@@ -171,6 +171,31 @@ async fn personal_organization_is_created_once(b: Backend) {
     assert_eq!(second.organization.unwrap().id, org.id);
 }
 
+async fn concurrent_first_logins_share_one_personal_organization(b: Backend) {
+    let s = start(b).await;
+    let ann = s.user("ann").await;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let mut id = s.identity();
+            let r = as_user(&s, pb::EnsurePersonalOrganizationRequest::default(), &ann);
+            tokio::spawn(async move { id.ensure_personal_organization(r).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(
+            t.await
+                .unwrap()
+                .unwrap()
+                .into_inner()
+                .organization
+                .unwrap()
+                .id,
+        );
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+}
+
 async fn personal_organization_cannot_invite(b: Backend) {
     let s = start(b).await;
     let ann = s.user("ann").await;
@@ -924,6 +949,7 @@ both_backends!(
     only_identity_provider_accounts_register_users,
     users_are_validated_and_unique,
     personal_organization_is_created_once,
+    concurrent_first_logins_share_one_personal_organization,
     personal_organization_cannot_invite,
     personal_organization_keeps_its_plan,
     org_user_cannot_update_organization,

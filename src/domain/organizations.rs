@@ -17,6 +17,7 @@ use crate::{
     error::{Error, Result},
     state::AppState,
     store::{
+        StoreError,
         entity::{grant, invite, membership, organization, user, workspace},
         finish_page, identity, keys, new_id, now_ms, page_size, teams,
     },
@@ -373,23 +374,53 @@ pub async fn ensure_personal_organization(
         user_id.to_owned()
     };
     let user = require_user(state, &user_id).await?;
-    if let Some(org) = identity::personal_organization(state.store.db(), &user_id).await? {
-        let membership = identity::membership(state.store.db(), &org.id, &user_id)
-            .await?
-            .ok_or_else(|| {
-                Error::FailedPrecondition("the personal organization has lost its owner".into())
-            })?;
-        let member = Member {
-            membership,
-            email: user.email,
-        };
-        return Ok((org, member, false, state.store.revision().await?));
+    if let Some((org, member, revision)) = existing_personal_organization(state, &user).await? {
+        return Ok((org, member, false, revision));
     }
+    match create_personal_organization(state, caller, &user).await {
+        // A concurrent first login created it between the read and the write.
+        Err(Error::Store(StoreError::Conflict(_))) => {
+            let (org, member, revision) = existing_personal_organization(state, &user)
+                .await?
+                .ok_or_else(|| {
+                    Error::Store(StoreError::Conflict("personal organization".into()))
+                })?;
+            Ok((org, member, false, revision))
+        }
+        Ok((org, member, revision)) => Ok((org, member, true, revision)),
+        Err(e) => Err(e),
+    }
+}
+
+async fn existing_personal_organization(
+    state: &AppState,
+    user: &user::Model,
+) -> Result<Option<(organization::Model, Member, u64)>> {
+    let Some(org) = identity::personal_organization(state.store.db(), &user.id).await? else {
+        return Ok(None);
+    };
+    let membership = identity::membership(state.store.db(), &org.id, &user.id)
+        .await?
+        .ok_or_else(|| {
+            Error::FailedPrecondition("the personal organization has lost its owner".into())
+        })?;
+    let member = Member {
+        membership,
+        email: user.email.clone(),
+    };
+    Ok(Some((org, member, state.store.revision().await?)))
+}
+
+async fn create_personal_organization(
+    state: &AppState,
+    caller: &Caller,
+    user: &user::Model,
+) -> Result<(organization::Model, Member, u64)> {
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
-    let org = new_organization("Personal".into(), Plan::Personal, Some(&user_id));
+    let org = new_organization("Personal".into(), Plan::Personal, Some(&user.id));
     identity::insert(conn, org.clone().into_active_model()).await?;
-    let member = join(&tx, &org, &user, OrgRole::Admin).await?;
+    let member = join(&tx, &org, user, OrgRole::Admin).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -398,11 +429,11 @@ pub async fn ensure_personal_organization(
             action: "organization.create_personal",
             target_type: "organization",
             target_id: &org.id,
-            details: json!({ "owner": user_id }),
+            details: json!({ "owner": user.id }),
         },
     )
     .await?;
-    Ok((org, member, true, tx.commit().await?))
+    Ok((org, member, tx.commit().await?))
 }
 
 /// Adds an existing user to an organization (admins only).
