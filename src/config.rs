@@ -1,7 +1,7 @@
 //! One typed configuration, parsed by clap from flags and `PORTCULLIS_*`
 //! environment variables, and passed down; nothing deeper reads the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -86,6 +86,76 @@ pub struct ServeConfig {
     /// Also serve `portcullis.v1.NoopService`, the ceiling for benchmarks.
     #[arg(long, env = "PORTCULLIS_BENCH_NOOP")]
     pub bench_noop: bool,
+
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`), or `off`.
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", value_parser = parse_listen_or_off, default_value = "127.0.0.1:9090")]
+    pub metrics_listen: MetricsListen,
+
+    /// Most RPCs served at once; beyond it calls are refused at once with
+    /// RESOURCE_EXHAUSTED instead of queueing. Health and reflection are exempt.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// Longest an RPC may run before it is answered DEADLINE_EXCEEDED; a
+    /// shorter client deadline (`grpc-timeout`) wins.
+    #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+
+    /// Largest request or response message, in bytes; a larger request is
+    /// refused with OUT_OF_RANGE.
+    #[arg(long, env = "PORTCULLIS_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// PEM certificate chain for TLS on the gRPC port (with `--tls-key`); plaintext without.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "PORTCULLIS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Where the metrics endpoint listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+/// Parses a socket address, or `off` (or an empty value) for none.
+pub fn parse_listen_or_off(s: &str) -> Result<MetricsListen, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("off") {
+        return Ok(MetricsListen(None));
+    }
+    s.parse()
+        .map(|addr| MetricsListen(Some(addr)))
+        .map_err(|_| format!("`{s}` is not an address like 0.0.0.0:9090, nor `off`"))
+}
+
+/// PEM material for TLS on the gRPC port.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// Certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// Private key.
+    pub key_pem: Vec<u8>,
+    /// CA bundle client certificates must chain to, for mutual TLS.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("TlsMaterial")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The settings the server needs at run time, derived from [`ServeConfig`].
@@ -106,6 +176,14 @@ pub struct Settings {
     pub revision_poll_interval: Duration,
     /// Most checks in one BatchCheck.
     pub max_batch_size: usize,
+    /// Most RPCs served at once (health and reflection exempt).
+    pub max_concurrent_requests: usize,
+    /// Longest an RPC may run.
+    pub request_timeout: Duration,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// TLS for the gRPC port; plaintext when `None`.
+    pub tls: Option<TlsMaterial>,
 }
 
 impl Default for Settings {
@@ -118,14 +196,29 @@ impl Default for Settings {
             cache: CacheConfig::default(),
             revision_poll_interval: Duration::from_secs(1),
             max_batch_size: 1000,
+            max_concurrent_requests: 1024,
+            request_timeout: Duration::from_secs(10),
+            max_message_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
     }
 }
 
 impl ServeConfig {
-    /// The request-path settings.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    /// The run-time settings; reads the TLS files if any are named.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsMaterial {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                client_ca_pem: self.tls_client_ca.as_ref().map(read).transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(Settings {
             deployment_mode: self.deployment_mode,
             bench_noop: self.bench_noop,
             shutdown_grace: self.shutdown_grace,
@@ -136,8 +229,12 @@ impl ServeConfig {
             },
             revision_poll_interval: self.revision_poll,
             max_batch_size: self.max_batch_size.max(1),
+            max_concurrent_requests: self.max_concurrent_requests.max(1),
+            request_timeout: self.request_timeout.max(Duration::from_millis(1)),
+            max_message_bytes: self.max_message_bytes.max(1024),
+            tls,
             ..Settings::default()
-        }
+        })
     }
 }
 
@@ -170,5 +267,16 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_or_off() {
+        assert_eq!(parse_listen_or_off("off"), Ok(MetricsListen(None)));
+        assert_eq!(parse_listen_or_off(""), Ok(MetricsListen(None)));
+        assert_eq!(
+            parse_listen_or_off("0.0.0.0:9090"),
+            Ok(MetricsListen(Some("0.0.0.0:9090".parse().unwrap())))
+        );
+        assert!(parse_listen_or_off("9090").is_err());
     }
 }

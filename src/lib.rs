@@ -53,6 +53,8 @@ pub mod coherence;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod front;
+pub mod metrics;
 pub mod seed;
 pub mod server;
 pub mod state;

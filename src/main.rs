@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use portcullis::{
     bootstrap::{self, BootstrapInput},
     config::{DatabaseConfig, LogFormat, ServeConfig},
-    server,
+    metrics, server,
     state::AppState,
     store::Store,
 };
@@ -99,14 +99,32 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     } else {
         open_store(&config.database).await?
     };
+    let settings = config.settings()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(listen = %config.listen, mode = ?config.deployment_mode, "serving");
-    let state = AppState::new(store, config.settings());
-    server::run(listener, state, server::shutdown_signal())
+    let state = AppState::new(store, settings);
+    let metrics = match config.metrics_listen.0 {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await.map_err(|e| e.to_string())?;
+            tracing::info!(listen = %addr, "metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(listener, state.clone())))
+        }
+        None => None,
+    };
+    tracing::info!(
+        listen = %config.listen,
+        tls = state.settings.tls.is_some(),
+        mode = ?config.deployment_mode,
+        "serving"
+    );
+    let result = server::run(listener, state, server::shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    result
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
         audit::AuditApi, check::CheckApi, identity::IdentityApi, noop::NoopApi, roles::RolesApi,
         workspace::WorkspaceApi,
     },
-    auth::AuthLayer,
+    front::FrontLayer,
     proto::{
         self,
         v1::{
@@ -26,7 +26,6 @@ use crate::{
         },
     },
     state::AppState,
-    store::Store,
 };
 
 /// Why the server could not start or stopped abnormally.
@@ -36,6 +35,15 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Applies the message size limits to a generated service.
+macro_rules! limited {
+    ($server:ident, $api:expr, $state:expr) => {
+        $server::new($api)
+            .max_decoding_message_size($state.settings.max_message_bytes)
+            .max_encoding_message_size($state.settings.max_message_bytes)
+    };
 }
 
 /// The fully qualified names of the served services, for health.
@@ -55,11 +63,12 @@ async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Keeps health in step with storage: NOT_SERVING while it cannot be reached.
-async fn watch_storage(store: Store, reporter: HealthReporter, every: Duration) {
+async fn watch_storage(state: AppState, reporter: HealthReporter, every: Duration) {
     let mut serving = true;
     loop {
         tokio::time::sleep(every).await;
-        let up = store.ping().await.is_ok();
+        let up = state.store.ping().await.is_ok();
+        state.metrics.set_storage_up(up);
         if up != serving {
             serving = up;
             if up {
@@ -93,7 +102,7 @@ pub async fn run(
         .build_v1alpha()?;
 
     let watcher = tokio::spawn(watch_storage(
-        state.store.clone(),
+        state.clone(),
         reporter.clone(),
         state.settings.health_probe_interval,
     ));
@@ -111,19 +120,46 @@ pub async fn run(
     let noop = state
         .settings
         .bench_noop
-        .then(|| NoopServiceServer::new(NoopApi));
-    let router = Server::builder()
-        .layer(AuthLayer::new(state.clone()))
+        .then(|| limited!(NoopServiceServer, NoopApi, state));
+    let mut builder = Server::builder();
+    if let Some(tls) = &state.settings.tls {
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(config)?;
+    }
+    let router = builder
+        .layer(FrontLayer::new(state.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IdentityServiceServer::new(IdentityApi::new(state.clone())))
-        .add_service(WorkspaceServiceServer::new(WorkspaceApi::new(
-            state.clone(),
-        )))
-        .add_service(RolesServiceServer::new(RolesApi::new(state.clone())))
-        .add_service(CheckServiceServer::new(CheckApi::new(state.clone())))
-        .add_service(AuditServiceServer::new(AuditApi::new(state.clone())))
+        .add_service(limited!(
+            IdentityServiceServer,
+            IdentityApi::new(state.clone()),
+            state
+        ))
+        .add_service(limited!(
+            WorkspaceServiceServer,
+            WorkspaceApi::new(state.clone()),
+            state
+        ))
+        .add_service(limited!(
+            RolesServiceServer,
+            RolesApi::new(state.clone()),
+            state
+        ))
+        .add_service(limited!(
+            CheckServiceServer,
+            CheckApi::new(state.clone()),
+            state
+        ))
+        .add_service(limited!(
+            AuditServiceServer,
+            AuditApi::new(state.clone()),
+            state
+        ))
         .add_optional_service(noop);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = router.serve_with_incoming_shutdown(incoming, signal);

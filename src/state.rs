@@ -10,6 +10,7 @@ use crate::{
     auth::caller::KeyCache,
     authz::cache::{DecisionCache, Invalidation},
     config::Settings,
+    metrics::Metrics,
     store::Store,
 };
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub keys: KeyCache,
     /// Request-path settings.
     pub settings: Arc<Settings>,
+    /// Counters exported on the metrics port.
+    pub metrics: Arc<Metrics>,
     /// The highest revision whose changes this replica has applied.
     applied_revision: Arc<AtomicU64>,
 }
@@ -36,6 +39,7 @@ impl AppState {
             decisions: DecisionCache::new(settings.cache),
             keys: KeyCache::new(settings.cache.max_entries, settings.cache.ttl),
             settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::new()),
             applied_revision: Arc::new(AtomicU64::new(0)),
         }
     }

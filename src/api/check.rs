@@ -22,6 +22,11 @@ impl CheckApi {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
+
+    fn record(&self, allowed: bool) {
+        let allowed = u64::from(allowed);
+        self.state.metrics.record_decisions(allowed, 1 - allowed);
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -75,6 +80,7 @@ impl CheckService for CheckApi {
     async fn check(&self, request: Request<pb::CheckRequest>) -> Reply<pb::CheckResponse> {
         let caller = caller(&request)?;
         let d = check::check(&self.state, &caller, &input(request.into_inner())).await?;
+        self.record(d.allowed);
         Ok(Response::new(pb::CheckResponse {
             decision: decision(d.allowed),
             allowed: d.allowed,
@@ -122,6 +128,12 @@ impl CheckService for CheckApi {
         if revision == u64::MAX {
             revision = self.state.applied_revision();
         }
+        let allowed = results.iter().filter(|r| r.allowed).count() as u64;
+        let denied = results
+            .iter()
+            .filter(|r| r.decision == pb::Decision::Denied as i32)
+            .count() as u64;
+        self.state.metrics.record_decisions(allowed, denied);
         Ok(Response::new(pb::BatchCheckResponse { results, revision }))
     }
 
@@ -131,6 +143,7 @@ impl CheckService for CheckApi {
     ) -> Reply<pb::ExplainCheckResponse> {
         let caller = caller(&request)?;
         let e = check::explain(&self.state, &caller, &input(request.into_inner())).await?;
+        self.record(e.allowed);
         Ok(Response::new(pb::ExplainCheckResponse {
             decision: decision(e.allowed),
             allowed: e.allowed,

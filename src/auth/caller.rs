@@ -14,7 +14,7 @@ use crate::{
     auth::key::{self, KeyKind},
     authz::{
         OrgPermission, OrgRole,
-        cache::{Id, Invalidation, parse_id},
+        cache::{CacheCounters, CacheStats, Id, Invalidation, parse_id},
     },
     error::{Error, Result},
     state::AppState,
@@ -100,6 +100,7 @@ impl ResolvedKey {
 #[derive(Clone)]
 pub struct KeyCache {
     keys: Cache<[u8; 32], Arc<ResolvedKey>>,
+    counters: CacheCounters,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -113,13 +114,21 @@ impl std::fmt::Debug for KeyCache {
 impl KeyCache {
     /// A cache of at most `capacity` keys, each kept at most `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let counters = CacheCounters::default();
         Self {
             keys: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .eviction_listener(counters.eviction_listener())
                 .support_invalidation_closures()
                 .build(),
+            counters,
         }
+    }
+
+    /// Hit, miss and eviction counts, and how many keys are cached.
+    pub fn stats(&self) -> CacheStats {
+        self.counters.stats(self.keys.entry_count())
     }
 
     /// Drops the keys a change affects.
@@ -145,10 +154,14 @@ pub async fn resolve_key(state: &AppState, secret: &str) -> Result<Arc<ResolvedK
     let kind = key::parse(secret).map_err(|e| Error::Unauthenticated(e.to_string()))?;
     let digest = key::digest(secret);
     let resolved = match state.keys.keys.get(&digest) {
-        Some(hit) => hit,
+        Some(hit) => {
+            state.keys.counters.hit();
+            hit
+        }
         None => {
+            state.keys.counters.miss();
             let epoch = state.decisions.epoch();
-            let loaded = Arc::new(load_key(&state.store, kind, &key::hex(&digest)).await?);
+            let loaded = Arc::new(load_key(&state.store, kind, &digest).await?);
             if state.decisions.epoch() == epoch {
                 state.keys.keys.insert(digest, loaded.clone());
             }
@@ -161,12 +174,12 @@ pub async fn resolve_key(state: &AppState, secret: &str) -> Result<Arc<ResolvedK
     Ok(resolved)
 }
 
-async fn load_key(store: &Store, kind: KeyKind, hash: &str) -> Result<ResolvedKey> {
+async fn load_key(store: &Store, kind: KeyKind, digest: &[u8; 32]) -> Result<ResolvedKey> {
     let conn = store.db();
-    let key = keys::api_key_by_hash(conn, hash)
+    let key = keys::api_key_by_hash(conn, &key::hex(digest))
         .await?
         .ok_or_else(|| Error::Unauthenticated("unknown api key".into()))?;
-    if KeyKind::from_db(&key.kind) != Some(kind) {
+    if !key::verify(&key.key_hash, digest) || KeyKind::from_db(&key.kind) != Some(kind) {
         return Err(Error::Unauthenticated("unknown api key".into()));
     }
     if key.revoked_at.is_some() {

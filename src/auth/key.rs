@@ -10,6 +10,7 @@
 //! so a fast hash is enough: there is nothing to brute-force.
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Prefix of personal access tokens.
 pub const PAT_PREFIX: &str = "pcv2_pt_";
@@ -128,7 +129,11 @@ pub fn parse(key: &str) -> Result<KeyKind, KeyFormatError> {
         return Err(KeyFormatError::Length);
     }
     let (body, sum) = rest.split_at(BODY_LEN);
-    if checksum(kind.prefix(), body) != sum {
+    if !bool::from(
+        checksum(kind.prefix(), body)
+            .as_bytes()
+            .ct_eq(sum.as_bytes()),
+    ) {
         return Err(KeyFormatError::Checksum);
     }
     Ok(kind)
@@ -142,6 +147,14 @@ pub fn hash(key: &str) -> String {
 /// SHA-256 of a key.
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// Whether `stored_hash` (hex, as storage holds it) is the hash of the key
+/// whose digest is `digest`, compared in constant time. Storage is searched by
+/// hash, so the lookup compares digests, never secrets; this final check keeps
+/// the comparison the service itself makes independent of where they differ.
+pub fn verify(stored_hash: &str, digest: &[u8; 32]) -> bool {
+    bool::from(stored_hash.as_bytes().ct_eq(hex(digest).as_bytes()))
 }
 
 /// Lower-case hex of a digest.
@@ -201,6 +214,16 @@ mod tests {
         assert_eq!(parse("pcv2_pt_abc"), Err(KeyFormatError::Length));
         let key = generate(KeyKind::PersonalAccessToken).unwrap().secret;
         assert_eq!(parse(&key[..key.len() - 1]), Err(KeyFormatError::Length));
+    }
+
+    #[test]
+    fn verify_accepts_only_the_hash_of_the_key() {
+        let key = generate(KeyKind::ServiceKey).unwrap();
+        assert!(verify(&key.hash, &digest(&key.secret)));
+        let other = generate(KeyKind::ServiceKey).unwrap();
+        assert!(!verify(&other.hash, &digest(&key.secret)));
+        assert!(!verify(&key.hash[..63], &digest(&key.secret)));
+        assert!(!verify("", &digest(&key.secret)));
     }
 
     #[test]

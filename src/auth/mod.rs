@@ -1,9 +1,7 @@
-//! Who is calling: the API key format, key resolution, the caller identity
-//! and the tower layer that authenticates every RPC.
+//! Who is calling: the API key format, key resolution and the caller identity.
+//! [`crate::front`] authenticates every RPC with them.
 
 pub mod caller;
 pub mod key;
-pub mod layer;
 
 pub use caller::{Caller, KeyScope, PrincipalId, ResolvedKey};
-pub use layer::AuthLayer;

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use moka::sync::Cache;
+use moka::{notification::RemovalCause, sync::Cache};
 use tokio::sync::OnceCell;
 
 use super::{
@@ -230,6 +230,61 @@ pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub entries: u64,
+    /// Entries dropped to stay within the size bounds.
+    pub evicted_size: u64,
+    /// Entries dropped when their TTL ran out.
+    pub evicted_expired: u64,
+}
+
+/// Hit, miss and eviction counters of one cache, shared by its clones.
+#[derive(Clone, Debug, Default)]
+pub struct CacheCounters {
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+    evicted_size: Arc<AtomicU64>,
+    evicted_expired: Arc<AtomicU64>,
+}
+
+impl CacheCounters {
+    /// One lookup answered from the cache.
+    #[inline]
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One lookup that had to load.
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A moka eviction listener counting evictions by cause (explicit
+    /// invalidations and replacements are not evictions).
+    pub fn eviction_listener<K, V>(
+        &self,
+    ) -> impl Fn(Arc<K>, V, RemovalCause) + Send + Sync + 'static {
+        let size = self.evicted_size.clone();
+        let expired = self.evicted_expired.clone();
+        move |_, _, cause| match cause {
+            RemovalCause::Size => {
+                size.fetch_add(1, Ordering::Relaxed);
+            }
+            RemovalCause::Expired => {
+                expired.fetch_add(1, Ordering::Relaxed);
+            }
+            RemovalCause::Explicit | RemovalCause::Replaced => {}
+        }
+    }
+
+    /// The counts so far, with `entries` cached now.
+    pub fn stats(&self, entries: u64) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries,
+            evicted_size: self.evicted_size.load(Ordering::Relaxed),
+            evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Why a load could not be cached.
@@ -254,8 +309,7 @@ pub struct DecisionCache {
     catalogues: Cache<Id, Arc<Catalogue>>,
     resources: Cache<ResourceKey, Arc<[(String, String)]>>,
     epoch: Arc<AtomicU64>,
-    hits: Arc<AtomicU64>,
-    misses: Arc<AtomicU64>,
+    counters: CacheCounters,
 }
 
 impl std::fmt::Debug for DecisionCache {
@@ -273,10 +327,12 @@ impl DecisionCache {
         let floor = u32::try_from(config.max_bytes / config.max_entries.max(1))
             .unwrap_or(u32::MAX)
             .max(1);
+        let counters = CacheCounters::default();
         let sets = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(move |_k: &SetKey, v: &Arc<ResolvedSet>| v.weight().max(floor))
             .time_to_live(config.ttl)
+            .eviction_listener(counters.eviction_listener())
             .support_invalidation_closures()
             .build();
         let catalogues = Cache::builder()
@@ -295,8 +351,7 @@ impl DecisionCache {
             catalogues,
             resources,
             epoch: Arc::new(AtomicU64::new(0)),
-            hits: Arc::new(AtomicU64::new(0)),
-            misses: Arc::new(AtomicU64::new(0)),
+            counters,
         }
     }
 
@@ -305,7 +360,7 @@ impl DecisionCache {
     pub fn get(&self, key: &SetKey, min_revision: u64) -> Option<Arc<ResolvedSet>> {
         match self.sets.get(key) {
             Some(set) if set.revision >= min_revision => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hit();
                 Some(set)
             }
             _ => None,
@@ -333,7 +388,7 @@ impl DecisionCache {
         if let Some(set) = self.get(&key, min_revision) {
             return Ok(set);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.miss();
         if min_revision > 0
             && self
                 .sets
@@ -442,13 +497,9 @@ impl DecisionCache {
         }
     }
 
-    /// Hit and miss counts, and the number of cached sets.
+    /// Hit, miss and eviction counts of the resolved sets, and how many are cached.
     pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            entries: self.sets.entry_count(),
-        }
+        self.counters.stats(self.sets.entry_count())
     }
 }
 

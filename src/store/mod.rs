@@ -23,6 +23,8 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+use crate::metrics::StorageErrorKind;
+
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,24 +44,40 @@ impl From<DbErr> for StoreError {
         if let Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
             return Self::Conflict("the object already exists".into());
         }
-        match &err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::Unavailable(err.to_string()),
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
-                if is_connection_error(e) =>
-            {
-                Self::Unavailable(err.to_string())
+        let unavailable = match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                is_connection_error(e)
             }
-            _ => Self::Internal(err.to_string()),
+            _ => false,
+        };
+        if unavailable {
+            crate::metrics::record_storage_error(StorageErrorKind::Unavailable);
+            Self::Unavailable(err.to_string())
+        } else {
+            crate::metrics::record_storage_error(StorageErrorKind::Internal);
+            Self::Internal(err.to_string())
         }
     }
 }
 
+/// Whether `err` says the database went away rather than refused the statement:
+/// I/O and pool failures, and PostgreSQL's connection exceptions (class 08) and
+/// operator interventions (class 57: shutdown, terminated backend).
 fn is_connection_error(err: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error as E;
-    matches!(
-        err,
-        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) | E::Tls(_)
-    )
+    match err {
+        E::Io(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed
+        | E::Protocol(_)
+        | E::Tls(_) => true,
+        E::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
+    }
 }
 
 /// The result type of repository functions.

@@ -118,8 +118,17 @@ pub struct TestServer {
     pub boot: BootstrapOutput,
     pub backend: Backend,
     pub store: Store,
+    /// The server's own state: its caches, settings and metrics.
+    pub state: AppState,
+    /// The gRPC address.
+    pub addr: std::net::SocketAddr,
+    /// The Prometheus endpoint's address.
+    pub metrics_addr: std::net::SocketAddr,
+    /// The database the test owns (the server may reach it another way).
+    pub db_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    metrics_task: tokio::task::JoinHandle<()>,
     _db: TestDb,
 }
 
@@ -130,11 +139,31 @@ pub async fn start(backend: Backend) -> TestServer {
 
 /// Starts a server in a deployment mode.
 pub async fn start_with(backend: Backend, mode: DeploymentMode) -> TestServer {
+    let settings = Settings {
+        deployment_mode: mode,
+        ..Settings::default()
+    };
+    start_with_settings(backend, settings).await
+}
+
+/// Starts a server with `settings`.
+pub async fn start_with_settings(backend: Backend, settings: Settings) -> TestServer {
     let db = TestDb::new(backend).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    launch(db, backend, settings, None).await
+}
+
+/// Starts a server on `db` (migrated and bootstrapped here, directly); the
+/// server itself connects to `server_url` when given (a proxy, say), else to `db`.
+pub async fn launch(
+    db: TestDb,
+    backend: Backend,
+    settings: Settings,
+    server_url: Option<String>,
+) -> TestServer {
+    let direct = Store::connect(&db.url).await.unwrap();
+    direct.migrate().await.unwrap();
     let boot = bootstrap::run(
-        &store,
+        &direct,
         &BootstrapInput {
             organization_name: "acme".into(),
             admin_email: "admin@acme.test".into(),
@@ -143,16 +172,22 @@ pub async fn start_with(backend: Backend, mode: DeploymentMode) -> TestServer {
     )
     .await
     .unwrap();
-    let settings = Settings {
-        deployment_mode: mode,
-        ..Settings::default()
+    let store = match server_url {
+        Some(url) => Store::connect(&url).await.unwrap(),
+        None => direct,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let state = AppState::new(store.clone(), settings);
+    let metrics_listener = portcullis::metrics::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
+    let metrics_task = tokio::spawn(portcullis::metrics::serve(metrics_listener, state.clone()));
+    let server_state = state.clone();
     let task = tokio::spawn(async move {
-        server::run(listener, state, async {
+        server::run(listener, server_state, async {
             let _ = rx.await;
         })
         .await
@@ -168,10 +203,55 @@ pub async fn start_with(backend: Backend, mode: DeploymentMode) -> TestServer {
         boot,
         backend,
         store,
+        state,
+        addr,
+        metrics_addr,
+        db_url: db.url.clone(),
         shutdown: Some(tx),
         task: Some(task),
+        metrics_task,
         _db: db,
     }
+}
+
+impl TestServer {
+    /// The body of `GET /metrics`.
+    pub async fn scrape(&self) -> String {
+        let (status, body) = http_get(self.metrics_addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels exactly as exported) in
+/// a scrape; 0 when absent.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|v| v.parse().unwrap())
+        })
+        .unwrap_or(0.0)
 }
 
 impl Drop for TestServer {
@@ -182,6 +262,7 @@ impl Drop for TestServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.metrics_task.abort();
     }
 }
 

@@ -39,20 +39,38 @@ pub fn free_port() -> u16 {
 pub struct Serve {
     pub child: Child,
     pub addr: String,
+    pub metrics_addr: String,
 }
 
 impl Serve {
-    /// Starts `serve` on a free port with extra flags.
+    /// Starts `serve` on free ports (gRPC and metrics) with extra flags.
     pub fn start(db: &TestDb, extra: &[&str]) -> Self {
+        Self::start_logging(db, extra, &[], Stdio::null())
+    }
+
+    /// Starts `serve` with extra flags and environment, its log (stderr) going to `log`.
+    pub fn start_logging(
+        db: &TestDb,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: impl Into<Stdio>,
+    ) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(BIN)
             .args(["serve", "--listen", &addr, "--database-url", &db.url])
+            .args(["--metrics-listen", &metrics_addr])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            metrics_addr,
+        }
     }
 
     /// Connects a channel, retrying until the server accepts.

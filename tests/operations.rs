@@ -1,0 +1,374 @@
+//! Protection and observability: the concurrency limit sheds instead of
+//! queueing, the request timeout answers DEADLINE_EXCEEDED and loses nothing,
+//! message sizes are bounded, and the Prometheus endpoint reports RPCs,
+//! decisions and caches. SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Backend, TestServer, assert_code, check_request, http_get, req, sample, user};
+use portcullis::{authz::cache::CacheConfig, config::Settings, proto::v1 as pb};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Blocks every write: a transaction of the test's own holds the revision row,
+/// which every change takes first. Reads go on.
+struct WriteBlock {
+    txn: DatabaseTransaction,
+    _db: sea_orm::DatabaseConnection,
+}
+
+impl WriteBlock {
+    async fn hold(url: &str) -> Self {
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("UPDATE revision SET value = value WHERE id = 1")
+            .await
+            .unwrap();
+        Self { txn, _db: db }
+    }
+
+    async fn release(self) {
+        self.txn.rollback().await.unwrap();
+    }
+}
+
+async fn health(s: &TestServer) -> ServingStatus {
+    HealthClient::new(s.channel.clone())
+        .check(HealthCheckRequest {
+            service: "portcullis.v1.CheckService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+fn create_team(
+    s: &TestServer,
+    name: &str,
+) -> impl Future<Output = Result<tonic::Response<pb::CreateTeamResponse>, tonic::Status>> + use<> {
+    let mut client = s.identity();
+    let request = req(
+        pb::CreateTeamRequest {
+            organization_id: String::new(),
+            name: name.into(),
+        },
+        s.key(),
+    );
+    async move { client.create_team(request).await }
+}
+
+async fn team_names(s: &TestServer) -> Vec<String> {
+    s.identity()
+        .list_teams(req(pb::ListTeamsRequest::default(), s.key()))
+        .await
+        .unwrap()
+        .into_inner()
+        .teams
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
+}
+
+/// Polls the metrics until `series` reaches `value`.
+async fn wait_for_sample(s: &TestServer, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if sample(&s.scrape().await, series) == value {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{series} never reached {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const CHECK: &str = "method=\"portcullis.v1.CheckService/Check\"";
+
+async fn beyond_the_concurrency_limit_calls_are_shed_at_once(b: Backend) {
+    let s = harness::start_with_settings(
+        b,
+        Settings {
+            max_concurrent_requests: 4,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let ws = s.workspace("shared").await;
+    s.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
+        .await;
+    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
+
+    // Four writes wait for the revision row and hold every slot.
+    let block = WriteBlock::hold(&s.db_url).await;
+    let writers: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(create_team(&s, &format!("held-{i}"))))
+        .collect();
+    wait_for_sample(&s, "portcullis_rpc_in_flight", 4.0).await;
+
+    // Everything beyond the limit is refused while the four still wait.
+    let checks: Vec<_> = (0..40)
+        .map(|_| {
+            let mut client = s.check();
+            let request = req(
+                check_request(&ann.user_id, &ws, "datasets:read", &[]),
+                s.key(),
+            );
+            tokio::spawn(async move { client.check(request).await })
+        })
+        .collect();
+    for check in checks {
+        let status = check.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("limit of 4 concurrent requests"),
+            "{status:?}"
+        );
+    }
+    assert!(
+        writers.iter().all(|w| !w.is_finished()),
+        "the shed calls were answered while the slots were still held"
+    );
+    assert_eq!(
+        health(&s).await,
+        ServingStatus::Serving,
+        "probes are never shed"
+    );
+
+    block.release().await;
+    for writer in writers {
+        writer
+            .await
+            .unwrap()
+            .expect("a held write completes once storage frees up");
+    }
+    let names = team_names(&s).await;
+    for i in 0..4 {
+        assert!(names.contains(&format!("held-{i}")), "{names:?}");
+    }
+    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
+
+    let scrape = s.scrape().await;
+    assert_eq!(sample(&scrape, "portcullis_rpc_shed_total"), 40.0);
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("portcullis_rpc_requests_total{{{CHECK},code=\"RESOURCE_EXHAUSTED\"}}")
+        ),
+        40.0
+    );
+    assert_eq!(sample(&scrape, "portcullis_rpc_in_flight"), 0.0);
+}
+
+async fn a_call_past_the_request_timeout_is_answered_and_changes_nothing(b: Backend) {
+    let s = harness::start_with_settings(
+        b,
+        Settings {
+            request_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        },
+    )
+    .await;
+    let block = WriteBlock::hold(&s.db_url).await;
+    let status = create_team(&s, "late").await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("deadline of 300 ms"),
+        "{status:?}"
+    );
+    block.release().await;
+
+    create_team(&s, "after").await.expect("the server goes on");
+    let names = team_names(&s).await;
+    assert!(names.contains(&"after".to_owned()), "{names:?}");
+    assert!(
+        !names.contains(&"late".to_owned()),
+        "an abandoned call's transaction is rolled back: {names:?}"
+    );
+    let scrape = s.scrape().await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "portcullis_rpc_requests_total{method=\"portcullis.v1.IdentityService/CreateTeam\",code=\"DEADLINE_EXCEEDED\"}"
+        ),
+        1.0
+    );
+}
+
+async fn oversized_messages_and_batches_are_refused(b: Backend) {
+    let s = harness::start_with_settings(
+        b,
+        Settings {
+            max_message_bytes: 4096,
+            max_batch_size: 10,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let status = create_team(&s, &"x".repeat(8192)).await.unwrap_err();
+    // tonic's code for an oversized message.
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("the limit is: 4096 bytes"),
+        "{status:?}"
+    );
+    let names = team_names(&s).await;
+    assert!(names.is_empty(), "{names:?}");
+
+    let ws = s.workspace("shared").await;
+    let admin = s.boot.admin_user_id.clone();
+    let batch = |n: usize| pb::BatchCheckRequest {
+        checks: (0..n)
+            .map(|_| check_request(&admin, &ws, "datasets:read", &[]))
+            .collect(),
+    };
+    assert_code(
+        s.check().batch_check(req(batch(11), s.key())).await,
+        Code::InvalidArgument,
+        "at most 10 checks per batch, got 11",
+    );
+    let ok = s
+        .check()
+        .batch_check(req(batch(10), s.key()))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().results.len(), 10);
+}
+
+async fn metrics_report_rpcs_decisions_and_caches(b: Backend) {
+    let s = harness::start_with_settings(
+        b,
+        Settings {
+            // Room for one resolved set only, and short-lived: evictions of both causes.
+            cache: CacheConfig {
+                max_entries: 1,
+                max_bytes: 4096,
+                ttl: Duration::from_millis(300),
+            },
+            ..Settings::default()
+        },
+    )
+    .await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let ws = s.workspace("shared").await;
+    s.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
+        .await;
+    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
+    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
+    assert!(!s.allowed(&ann.user_id, &ws, "datasets:delete", &[]).await);
+    let batch = pb::BatchCheckRequest {
+        checks: vec![
+            check_request(&ann.user_id, &ws, "datasets:read", &[]),
+            check_request(&ann.user_id, &ws, "datasets:delete", &[]),
+            check_request(&ann.user_id, &ws, "no-such:permission", &[]),
+        ],
+    };
+    s.check().batch_check(req(batch, s.key())).await.unwrap();
+    assert_code(
+        s.check()
+            .check(req(
+                check_request(&ann.user_id, &ws, "datasets:read", &[]),
+                "pcv2_sk_nope",
+            ))
+            .await,
+        Code::Unauthenticated,
+        "malformed api key",
+    );
+
+    let scrape = s.scrape().await;
+    // Three Checks and two decided batch items; the unknown permission is an error, not a decision.
+    assert_eq!(
+        sample(&scrape, "portcullis_decisions_total{decision=\"allowed\"}"),
+        3.0
+    );
+    assert_eq!(
+        sample(&scrape, "portcullis_decisions_total{decision=\"denied\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("portcullis_rpc_requests_total{{{CHECK},code=\"OK\"}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("portcullis_rpc_requests_total{{{CHECK},code=\"UNAUTHENTICATED\"}}")
+        ),
+        1.0
+    );
+    let ok = format!("{CHECK},code=\"OK\"");
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("portcullis_rpc_duration_seconds_bucket{{{ok},le=\"+Inf\"}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("portcullis_rpc_duration_seconds_count{{{ok}}}")
+        ),
+        3.0
+    );
+    assert!(
+        sample(
+            &scrape,
+            &format!("portcullis_rpc_duration_seconds_sum{{{ok}}}")
+        ) > 0.0
+    );
+    assert!(sample(&scrape, "portcullis_cache_hits_total{cache=\"decision\"}") >= 2.0);
+    assert!(sample(&scrape, "portcullis_cache_misses_total{cache=\"decision\"}") >= 1.0);
+    assert!(sample(&scrape, "portcullis_cache_hits_total{cache=\"api_key\"}") >= 1.0);
+    assert_eq!(sample(&scrape, "portcullis_storage_up"), 1.0);
+    assert!(sample(&scrape, "portcullis_revision_applied") >= 1.0);
+    assert!(scrape.contains("# TYPE portcullis_rpc_duration_seconds histogram"));
+
+    // Sets for other workspaces push the first out; waiting past the TTL expires the rest.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0.. {
+        for i in 0..3 {
+            let other = s.workspace(&format!("ws-{round}-{i}")).await;
+            s.allowed(&s.boot.admin_user_id, &other, "datasets:read", &[])
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await;
+        let scrape = s.scrape().await;
+        let size = sample(
+            &scrape,
+            "portcullis_cache_evictions_total{cache=\"decision\",cause=\"size\"}",
+        );
+        let expired = sample(
+            &scrape,
+            "portcullis_cache_evictions_total{cache=\"decision\",cause=\"expired\"}",
+        );
+        if size > 0.0 && expired > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no evictions counted: size {size}, expired {expired}"
+        );
+    }
+
+    let (status, body) = http_get(s.metrics_addr, "/nope").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+both_backends!(
+    beyond_the_concurrency_limit_calls_are_shed_at_once,
+    a_call_past_the_request_timeout_is_answered_and_changes_nothing,
+    oversized_messages_and_batches_are_refused,
+    metrics_report_rpcs_decisions_and_caches,
+);
