@@ -91,10 +91,12 @@ impl Serve {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        signal(self, "TERM");
+        self.wait_exit()
+    }
+
+    /// Waits (at most 15 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -114,6 +116,15 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `SIG<name>` to the server process.
+pub fn signal(serve: &Serve, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name}");
 }
 
 /// A request with `authorization: Bearer <key>` and optional extra metadata.
