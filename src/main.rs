@@ -40,6 +40,20 @@ enum Command {
     Serve(ServeConfig),
     /// Applies pending database migrations and exits.
     Migrate(DatabaseConfig),
+    /// Asks a running server's grpc.health.v1 service; exits 0 when SERVING
+    /// (for container health checks: the image has no other gRPC client).
+    Health {
+        /// The server's gRPC address (plaintext).
+        #[arg(
+            long,
+            env = "PORTCULLIS_HEALTH_ADDR",
+            default_value = "127.0.0.1:50051"
+        )]
+        addr: String,
+        /// The health name: `` (readiness: storage reachable), `liveness`, or a service.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Creates the first organization, its admin and an organization-scoped
     /// service key; prints one JSON object with the key, shown only once.
     Bootstrap {
@@ -127,9 +141,34 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     result
 }
 
+async fn health(addr: &str, service: String) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(2));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest { service })
+        .await
+        .map_err(|e| format!("health check failed: {}", e.message()))?
+        .into_inner()
+        .status();
+    println!("{}", status.as_str_name());
+    if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(format!("{addr} is {}", status.as_str_name()))
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(config) => serve(config).await,
+        Command::Health { addr, service } => health(&addr, service).await,
         Command::Migrate(database) => {
             open_store(&database).await?;
             tracing::info!("migrations applied");

@@ -55,6 +55,12 @@ pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.AuditService",
 ];
 
+/// A health name that is SERVING from start-up until shutdown, whatever
+/// storage does: for liveness probes, since restarting a replica does not
+/// bring a database back.
+pub const LIVENESS: &str = "liveness";
+
+/// Sets the readiness names: `""` and every service.
 async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for name in SERVICE_NAMES {
@@ -91,6 +97,9 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_status(&reporter, ServingStatus::Serving).await;
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     // grpcurl asks v1 first and falls back to v1alpha; older clients only know v1alpha.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -114,6 +123,9 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         set_status(&signal_reporter, ServingStatus::NotServing).await;
+        signal_reporter
+            .set_service_status(LIVENESS, ServingStatus::NotServing)
+            .await;
         let _ = draining_tx.send(());
     };
 

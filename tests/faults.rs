@@ -34,9 +34,13 @@ use tonic_health::pb::{
 };
 
 async fn health(s: &TestServer) -> ServingStatus {
+    health_of(s, "").await
+}
+
+async fn health_of(s: &TestServer, service: &str) -> ServingStatus {
     HealthClient::new(s.channel.clone())
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.into(),
         })
         .await
         .unwrap()
@@ -92,6 +96,15 @@ async fn while_storage_is_away_health_is_not_serving_and_checks_fail_closed() {
 
     proxy.cut();
     wait_for_health(&s, ServingStatus::NotServing).await;
+    assert_eq!(
+        health_of(&s, "portcullis.v1.CheckService").await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        health_of(&s, "liveness").await,
+        ServingStatus::Serving,
+        "liveness does not follow storage: a restart would not bring it back"
+    );
 
     // A decision cached before the outage is still answered, within the cache TTL.
     assert!(check(&s, &ann.user_id, &cached).await.unwrap());
@@ -334,6 +347,20 @@ async fn sigterm(b: Backend) {
     let key = boot["key"].as_str().unwrap().to_owned();
     let mut serve = processes::Serve::start(&db, &["--shutdown-grace", "20s"]);
     let channel = serve.channel().await;
+
+    // The health subcommand, as a container health check runs it.
+    let probe = |service: &str| {
+        std::process::Command::new(processes::BIN)
+            .args(["health", "--addr", &serve.addr, "--service", service])
+            .output()
+            .unwrap()
+    };
+    let ready = probe("");
+    assert!(ready.status.success(), "{ready:?}");
+    assert_eq!(String::from_utf8_lossy(&ready.stdout).trim(), "SERVING");
+    assert!(probe("liveness").status.success());
+    let unknown = probe("no.such.Service");
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
 
     // A write in flight (waiting for storage) when SIGTERM arrives completes.
     let (conn, txn) = hold_writes(&db.url).await;

@@ -372,3 +372,25 @@ both_backends!(
     oversized_messages_and_batches_are_refused,
     metrics_report_rpcs_decisions_and_caches,
 );
+
+/// Replicas starting together on a fresh PostgreSQL database all migrate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_take_turns() {
+    let db = harness::TestDb::new(Backend::Postgres).await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move {
+                let store = portcullis::store::Store::connect(&url).await.unwrap();
+                store.migrate().await
+            })
+        })
+        .collect();
+    for run in runs {
+        run.await
+            .unwrap()
+            .expect("every concurrent migration succeeds");
+    }
+    let store = portcullis::store::Store::connect(&db.url).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), 0);
+}

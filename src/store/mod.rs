@@ -80,6 +80,9 @@ fn is_connection_error(err: &sea_orm::sqlx::Error) -> bool {
     }
 }
 
+/// The advisory lock key migrations hold on PostgreSQL ("portcullis" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
+
 /// The result type of repository functions.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -123,9 +126,28 @@ impl Store {
         })
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On PostgreSQL, replicas starting
+    /// together take turns: a session advisory lock, held on a connection of
+    /// its own, serializes them, and each finds what the others applied.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migration::Migrator::up(&self.db, None).await?;
+        if self.backend() != DbBackend::Postgres {
+            migration::Migrator::up(&self.db, None).await?;
+            return Ok(());
+        }
+        let mut opts = ConnectOptions::new(self.url.clone());
+        opts.sqlx_logging(false)
+            .max_connections(1)
+            .connect_timeout(Duration::from_secs(5));
+        let lock = Database::connect(opts).await?;
+        lock.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .await?;
+        let result = migration::Migrator::up(&self.db, None).await;
+        // Closing the session releases the lock whatever happened.
+        let _ = lock
+            .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .await;
+        let _ = lock.close().await;
+        result?;
         Ok(())
     }
 
