@@ -193,11 +193,10 @@ pub async fn launch(
         .await
         .unwrap();
     });
+    // Lazy: a server with TLS is reached through a channel of the test's own.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        .connect_lazy();
     TestServer {
         channel,
         boot,
