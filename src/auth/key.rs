@@ -234,4 +234,126 @@ mod tests {
         assert_ne!(a.hash, b.hash);
         assert_eq!(a.hash.len(), 64);
     }
+
+    /// Property tests over many generated inputs (deterministic seeds): the
+    /// parser never panics, accepts exactly the well-formed keys, and catches
+    /// every single-character typo and every adjacent transposition.
+    mod properties {
+        use super::*;
+        use crate::seed::Rng;
+
+        const NASTY: &[&str] = &[
+            "",
+            " ",
+            "pcv2_",
+            "pcv2_pt",
+            "pcv2_pt_",
+            "pcv2_sk_",
+            "PCV2_PT_",
+            "pc__",
+            "pc_",
+            "\0",
+            "pcv2_pt_\u{0}",
+            "pcv2_pt_é",
+            "pcv2_sk_🔑",
+            "Bearer pcv2_pt_",
+        ];
+
+        fn random_string(rng: &mut Rng) -> String {
+            let len = rng.below(80);
+            let pick = rng.below(4);
+            (0..len)
+                .map(|_| match pick {
+                    0 => char::from(ALPHABET[rng.below(62)]),
+                    1 => char::from(32 + rng.below(95) as u8),
+                    2 => char::from_u32(rng.below(0x3000) as u32).unwrap_or('?'),
+                    _ => ['é', '🔑', '\0', '_', 'ß', '\u{202e}'][rng.below(6)],
+                })
+                .collect()
+        }
+
+        #[test]
+        fn arbitrary_input_is_refused_without_panicking() {
+            let mut rng = Rng::new(0x5eed_0001);
+            for i in 0..20_000 {
+                let prefix = NASTY[rng.below(NASTY.len())];
+                let candidate = if i % 2 == 0 {
+                    format!("{prefix}{}", random_string(&mut rng))
+                } else {
+                    random_string(&mut rng)
+                };
+                // A random string is a valid key with probability ~2^-32 per
+                // well-shaped attempt; none of these is one.
+                assert!(parse(&candidate).is_err(), "{candidate:?}");
+            }
+            for nasty in NASTY {
+                assert!(parse(nasty).is_err(), "{nasty:?}");
+            }
+        }
+
+        #[test]
+        fn every_single_character_typo_and_transposition_is_caught() {
+            let mut rng = Rng::new(0x5eed_0002);
+            for n in 0..300 {
+                let kind = if n % 2 == 0 {
+                    KeyKind::PersonalAccessToken
+                } else {
+                    KeyKind::ServiceKey
+                };
+                let key = generate(kind).unwrap().secret;
+                assert_eq!(parse(&key), Ok(kind));
+                let bytes = key.as_bytes();
+                let start = kind.prefix().len();
+                for i in start..bytes.len() {
+                    let mut typo = bytes.to_vec();
+                    let mut replacement = ALPHABET[rng.below(62)];
+                    if replacement == typo[i] {
+                        replacement = ALPHABET[(rng.below(61)
+                            + 1
+                            + ALPHABET.iter().position(|c| *c == typo[i]).unwrap())
+                            % 62];
+                    }
+                    typo[i] = replacement;
+                    let typo = String::from_utf8(typo).unwrap();
+                    assert_eq!(
+                        parse(&typo),
+                        Err(KeyFormatError::Checksum),
+                        "{key} -> {typo}"
+                    );
+                    if i + 1 < bytes.len() && bytes[i] != bytes[i + 1] {
+                        let mut swapped = bytes.to_vec();
+                        swapped.swap(i, i + 1);
+                        let swapped = String::from_utf8(swapped).unwrap();
+                        assert_eq!(
+                            parse(&swapped),
+                            Err(KeyFormatError::Checksum),
+                            "{key} -> {swapped}"
+                        );
+                    }
+                }
+                // Too short, too long, the other kind's prefix, another case.
+                assert_eq!(
+                    parse(&key[..key.len() - 1 - rng.below(20)]),
+                    Err(KeyFormatError::Length)
+                );
+                assert_eq!(
+                    parse(&format!("{key}{}", char::from(ALPHABET[rng.below(62)]))),
+                    Err(KeyFormatError::Length)
+                );
+                let other = if kind == KeyKind::ServiceKey {
+                    PAT_PREFIX
+                } else {
+                    SERVICE_KEY_PREFIX
+                };
+                assert_eq!(
+                    parse(&format!("{other}{}", &key[start..])),
+                    Err(KeyFormatError::Checksum)
+                );
+                assert_eq!(
+                    parse(&key.to_uppercase()),
+                    Err(KeyFormatError::UnknownPrefix)
+                );
+            }
+        }
+    }
 }
