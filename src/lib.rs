@@ -7,7 +7,7 @@
 //! ## Architecture
 //!
 //! ```text
-//!  client ──gRPC──▶ server.rs ─ AuthLayer (auth/layer.rs): span, key → Caller
+//!  client ──gRPC──▶ server.rs ─ FrontLayer (front.rs): metrics, limits, span, key → Caller
 //!                       │
 //!                       ▼
 //!                  api/*.rs        decode → call domain → encode (no rules)
@@ -21,8 +21,10 @@
 //!                SQLite (default) or PostgreSQL
 //! ```
 //!
-//! * Every RPC except health and reflection is authenticated by
-//!   [`auth::AuthLayer`]: `authorization: Bearer <api key>` becomes an
+//! * Every RPC passes [`front::FrontLayer`]: it is counted in [`metrics`],
+//!   admitted under the concurrency limit or shed, bounded by the request
+//!   timeout and, except health, reflection and the benchmark no-op,
+//!   authenticated: `authorization: Bearer <api key>` becomes an
 //!   [`auth::Caller`] in the request extensions. Keys have a recognisable
 //!   prefix and a checksum ([`auth::key`]), so garbage never reaches storage;
 //!   only their SHA-256 is stored.

@@ -101,6 +101,7 @@ fn start_server(url: &str, extra: &[&str]) -> Server {
     let exe = std::env::current_exe().expect("own path");
     let bin = exe.with_file_name("portcullis");
     let addr = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
     let child = Command::new(bin)
         .args([
             "serve",
@@ -108,6 +109,8 @@ fn start_server(url: &str, extra: &[&str]) -> Server {
             "--bench-noop",
             "--listen",
             &addr,
+            "--metrics-listen",
+            &metrics,
             "--database-url",
             url,
         ])
