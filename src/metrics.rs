@@ -435,7 +435,7 @@ mod tests {
         let m = Metrics::new();
         for path in [
             "/portcullis.v1.CheckService/Check",
-            "/portcullis.v1.IdentityService/CreateApiKey",
+            "/portcullis.v1.IdentityService/CreateServiceKey",
             "/grpc.health.v1.Health/Check",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         ] {
