@@ -23,9 +23,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("portcullis_descriptor.bin"),
         fds.encode_to_vec(),
     )?;
+    // Messages know their protobuf names, which the codec uses to find their
+    // descriptors; the codec refuses NUL in any string field (src/codec.rs).
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .codec_path("crate::codec::ValidatingCodec")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -80,7 +80,42 @@ impl From<Error> for Status {
                 tracing::warn!(error = %detail, "storage unavailable");
                 Status::unavailable("storage is unavailable, retry later")
             }
-            _ => Status::new(code, err.to_string()),
+            _ => Status::new(code, bounded(err.to_string())),
         }
+    }
+}
+
+/// Longest status message sent, in bytes. Messages quote the values a request
+/// broke a rule with; a huge value must not make the `grpc-message` header
+/// (percent-encoded, so up to three times longer) exceed what clients accept.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+/// `message`, cut at a character boundary to at most [`MAX_MESSAGE_BYTES`]
+/// (with `…` marking the cut).
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = Error::NotFound(format!("workspace `{}` not found", "🦀".repeat(2500)));
+        let status = Status::from(long);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(status.message().starts_with("workspace `🦀"));
+        assert!(status.message().ends_with('…'));
+        let short = Status::from(Error::invalid("name", "must not be empty"));
+        assert_eq!(short.message(), "name: must not be empty");
     }
 }

@@ -51,6 +51,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
+pub mod codec;
 pub mod coherence;
 pub mod config;
 pub mod domain;

@@ -366,13 +366,6 @@ async fn metrics_report_rpcs_decisions_and_caches(b: Backend) {
     assert_eq!(status, 404, "{body}");
 }
 
-both_backends!(
-    beyond_the_concurrency_limit_calls_are_shed_at_once,
-    a_call_past_the_request_timeout_is_answered_and_changes_nothing,
-    oversized_messages_and_batches_are_refused,
-    metrics_report_rpcs_decisions_and_caches,
-);
-
 /// Replicas starting together on a fresh PostgreSQL database all migrate it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_take_turns() {
@@ -394,3 +387,34 @@ async fn concurrent_migrations_take_turns() {
     let store = portcullis::store::Store::connect(&db.url).await.unwrap();
     assert_eq!(store.revision().await.unwrap(), 0);
 }
+
+async fn hostile_text_gets_a_clear_bounded_answer(b: Backend) {
+    let s = harness::start(b).await;
+    let get = |id: String| {
+        let mut client = s.workspaces();
+        let request = req(pb::GetWorkspaceRequest { workspace_id: id }, s.key());
+        async move { client.get_workspace(request).await }
+    };
+    // NUL is refused for every string field before any storage sees it.
+    assert_code(
+        get("a\0b".into()).await,
+        Code::InvalidArgument,
+        "workspace_id: must not contain the NUL character (U+0000)",
+    );
+    let status = create_team(&s, "x\0y").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("name: "), "{status:?}");
+    // A huge value is quoted, but the message stays short enough for any client.
+    let status = get("🦀".repeat(2500)).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().len() <= 512, "{}", status.message().len());
+    assert!(status.message().ends_with('…'));
+}
+
+both_backends!(
+    beyond_the_concurrency_limit_calls_are_shed_at_once,
+    a_call_past_the_request_timeout_is_answered_and_changes_nothing,
+    oversized_messages_and_batches_are_refused,
+    metrics_report_rpcs_decisions_and_caches,
+    hostile_text_gets_a_clear_bounded_answer,
+);

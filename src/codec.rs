@@ -1,0 +1,319 @@
+//! The gRPC codec of the Portcullis services: prost, plus one rule checked on
+//! the wire bytes of every incoming message before it is decoded: no string
+//! field holds the NUL character. PostgreSQL cannot store U+0000 in text, and
+//! no identifier, name or tag needs it, so it is refused here, once for every
+//! field of every RPC, with the field's path in the error
+//! (`resource.tags.value: must not contain the NUL character (U+0000)`).
+//!
+//! The walk follows the message descriptors compiled into the binary; it reads
+//! the bytes in place and allocates nothing. Bytes that are not a valid
+//! encoding are left to prost, which reports them as it always does.
+
+use std::{collections::HashMap, marker::PhantomData, sync::OnceLock};
+
+use prost::{Message, Name, bytes::Buf};
+use prost_types::{FileDescriptorSet, field_descriptor_proto::Type};
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+/// prost encoding and decoding, with the text rule on decoding.
+#[derive(Debug, Clone)]
+pub struct ValidatingCodec<T, U> {
+    _pd: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for ValidatingCodec<T, U> {
+    fn default() -> Self {
+        Self { _pd: PhantomData }
+    }
+}
+
+impl<T, U> Codec for ValidatingCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Name + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ValidatingDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ValidatingDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+/// Checks the text rule, then decodes with prost.
+#[derive(Debug, Clone)]
+pub struct ValidatingDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let bytes = buf.chunk();
+        // A decode buffer is one contiguous chunk; were it not, prost alone decides.
+        if bytes.len() == buf.remaining()
+            && let Some(message) = Descriptors::get().message(U::PACKAGE, U::NAME)
+            && let Err(path) = Descriptors::get().check(message, bytes, &mut Vec::new())
+        {
+            return Err(Status::invalid_argument(format!(
+                "{}: must not contain the NUL character (U+0000)",
+                path.join(".")
+            )));
+        }
+        self.0.decode(buf)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
+
+/// What the walk needs to know of a field.
+#[derive(Debug)]
+enum FieldKind {
+    Text,
+    Message(usize),
+    Other,
+}
+
+#[derive(Debug)]
+struct Field {
+    name: String,
+    kind: FieldKind,
+}
+
+/// The fields of one message type, by number.
+#[derive(Debug, Default)]
+struct MessageFields {
+    fields: HashMap<u32, Field>,
+}
+
+/// Every message type of the compiled API.
+#[derive(Debug, Default)]
+struct Descriptors {
+    messages: Vec<MessageFields>,
+    /// package → message name (nested names joined by `.`) → index.
+    by_name: HashMap<String, HashMap<String, usize>>,
+}
+
+impl Descriptors {
+    fn get() -> &'static Self {
+        static DESCRIPTORS: OnceLock<Descriptors> = OnceLock::new();
+        DESCRIPTORS.get_or_init(|| {
+            FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+                .map(|set| Self::build(&set))
+                .unwrap_or_default()
+        })
+    }
+
+    fn build(set: &FileDescriptorSet) -> Self {
+        // First every type's name, then the fields (which refer to types by name).
+        let mut names: Vec<(String, String, &prost_types::DescriptorProto)> = Vec::new();
+        fn collect<'a>(
+            package: &str,
+            prefix: &str,
+            types: &'a [prost_types::DescriptorProto],
+            out: &mut Vec<(String, String, &'a prost_types::DescriptorProto)>,
+        ) {
+            for t in types {
+                let name = if prefix.is_empty() {
+                    t.name().to_owned()
+                } else {
+                    format!("{prefix}.{}", t.name())
+                };
+                collect(package, &name, &t.nested_type, out);
+                out.push((package.to_owned(), name, t));
+            }
+        }
+        for file in &set.file {
+            collect(file.package(), "", &file.message_type, &mut names);
+        }
+        let mut by_name: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        let mut full: HashMap<String, usize> = HashMap::new();
+        for (i, (package, name, _)) in names.iter().enumerate() {
+            by_name
+                .entry(package.clone())
+                .or_default()
+                .insert(name.clone(), i);
+            full.insert(format!(".{package}.{name}"), i);
+        }
+        let messages = names
+            .iter()
+            .map(|(_, _, t)| MessageFields {
+                fields: t
+                    .field
+                    .iter()
+                    .filter_map(|f| {
+                        let kind = match f.r#type() {
+                            Type::String => FieldKind::Text,
+                            Type::Message => full
+                                .get(f.type_name())
+                                .map_or(FieldKind::Other, |i| FieldKind::Message(*i)),
+                            _ => FieldKind::Other,
+                        };
+                        let number = u32::try_from(f.number()).ok()?;
+                        Some((
+                            number,
+                            Field {
+                                name: f.name().to_owned(),
+                                kind,
+                            },
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { messages, by_name }
+    }
+
+    fn message(&self, package: &str, name: &str) -> Option<usize> {
+        self.by_name.get(package)?.get(name).copied()
+    }
+
+    /// `Err(path)` of the first string field holding a NUL; `Ok` otherwise,
+    /// also when the bytes are not a valid encoding (prost reports that).
+    fn check<'a>(
+        &'a self,
+        message: usize,
+        mut bytes: &[u8],
+        path: &mut Vec<&'a str>,
+    ) -> Result<(), Vec<&'a str>> {
+        let Some(fields) = self.messages.get(message) else {
+            return Ok(());
+        };
+        while !bytes.is_empty() {
+            let Some(key) = varint(&mut bytes) else {
+                return Ok(());
+            };
+            let number = u32::try_from(key >> 3).unwrap_or(0);
+            match key & 7 {
+                0 => {
+                    if varint(&mut bytes).is_none() {
+                        return Ok(());
+                    }
+                }
+                1 => bytes = bytes.get(8..).unwrap_or_default(),
+                5 => bytes = bytes.get(4..).unwrap_or_default(),
+                2 => {
+                    let Some(len) = varint(&mut bytes).and_then(|n| usize::try_from(n).ok()) else {
+                        return Ok(());
+                    };
+                    let Some(value) = bytes.get(..len) else {
+                        return Ok(());
+                    };
+                    bytes = &bytes[len..];
+                    match fields.fields.get(&number) {
+                        Some(Field {
+                            name,
+                            kind: FieldKind::Text,
+                        }) if value.contains(&0) => {
+                            path.push(name);
+                            return Err(path.clone());
+                        }
+                        Some(Field {
+                            name,
+                            kind: FieldKind::Message(inner),
+                        }) => {
+                            path.push(name);
+                            self.check(*inner, value, path)?;
+                            path.pop();
+                        }
+                        _ => {}
+                    }
+                }
+                // Groups (3, 4) are not used by proto3; anything else is malformed.
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a base-128 varint.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1 as pb;
+
+    fn check<M: Message + Name>(m: &M) -> Result<(), String> {
+        let d = Descriptors::get();
+        let index = d.message(M::PACKAGE, M::NAME).expect("known type");
+        d.check(index, &m.encode_to_vec(), &mut Vec::new())
+            .map_err(|p| p.join("."))
+    }
+
+    #[test]
+    fn nul_in_any_string_field_is_found_with_its_path() {
+        let mut req = pb::CheckRequest {
+            workspace_id: "ws".into(),
+            permission: "datasets:read".into(),
+            resource: Some(pb::Resource {
+                r#type: "datasets".into(),
+                id: "d1".into(),
+                tags: vec![
+                    pb::Tag {
+                        key: "Environment".into(),
+                        value: "prod".into(),
+                    },
+                    pb::Tag {
+                        key: "Application".into(),
+                        value: "a\0b".into(),
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(check(&req), Err("resource.tags.value".to_owned()));
+        req.resource = None;
+        assert_eq!(check(&req), Ok(()));
+        req.workspace_id = "\0".into();
+        assert_eq!(check(&req), Err("workspace_id".to_owned()));
+        req.workspace_id = "ws".into();
+        req.principal = Some(pb::CheckPrincipal {
+            kind: Some(pb::check_principal::Kind::ApiKey("k\0".into())),
+        });
+        assert_eq!(check(&req), Err("principal.api_key".to_owned()));
+    }
+
+    #[test]
+    fn numbers_and_malformed_bytes_are_left_to_prost() {
+        let d = Descriptors::get();
+        let index = d
+            .message(pb::CheckRequest::PACKAGE, pb::CheckRequest::NAME)
+            .unwrap();
+        // An empty resource encodes a 0x00 length byte that is not text.
+        let req = pb::CheckRequest {
+            resource: Some(pb::Resource::default()),
+            at_least_revision: 1,
+            ..Default::default()
+        };
+        assert!(req.encode_to_vec().contains(&0));
+        assert_eq!(check(&req), Ok(()));
+        for garbage in [&[0x0a, 0xff][..], &[0xff; 12], &[0x0a, 0x05, 0x00], &[0x03]] {
+            assert!(d.check(index, garbage, &mut Vec::new()).is_ok());
+        }
+    }
+}
