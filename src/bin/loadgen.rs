@@ -68,8 +68,9 @@ struct Args {
     /// Unmeasured time before each scenario.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     warmup: Duration,
-    /// Scenarios to run, comma separated.
-    #[arg(long, default_value = "noop,hit,batch,miss,revocation")]
+    /// Scenarios to run, comma separated (`overload`: a server limited to 8
+    /// concurrent requests, driven with cache misses at 4x the concurrency).
+    #[arg(long, default_value = "noop,hit,batch,miss,overload,revocation")]
     scenarios: String,
     /// Trials of the revocation scenario.
     #[arg(long, default_value_t = 200)]
@@ -176,7 +177,10 @@ struct Report {
     requests: u64,
     errors: u64,
     elapsed: Duration,
+    /// Latencies of the successful requests.
     latencies_us: Vec<u32>,
+    /// Latencies of the refused ones (shed, in the overload scenario).
+    error_latencies_us: Vec<u32>,
     checks_per_request: u64,
 }
 
@@ -186,12 +190,17 @@ impl Report {
     }
 
     fn pct(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        percentile(&self.latencies_us, p)
     }
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds.
+fn percentile(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted_us[i]) / 1000.0
 }
 
 /// Runs `make` concurrently for warm-up then the measured duration.
@@ -213,7 +222,7 @@ where
     for worker in 0..concurrency {
         let make = make.clone();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut err_lat) = (Vec::new(), Vec::new());
             let (mut ok, mut err) = (0u64, 0u64);
             let mut i = 0u64;
             loop {
@@ -225,33 +234,37 @@ where
                 i += 1;
                 if started >= warm_until {
                     let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-                    lat.push(us);
                     if success {
+                        lat.push(us);
                         ok += 1;
                     } else {
+                        err_lat.push(us);
                         err += 1;
                     }
                 }
             }
-            (lat, ok, err)
+            (lat, err_lat, ok, err)
         }));
     }
-    let mut latencies_us = Vec::new();
+    let (mut latencies_us, mut error_latencies_us) = (Vec::new(), Vec::new());
     let (mut requests, mut errors) = (0, 0);
     for t in tasks {
-        if let Ok((lat, ok, err)) = t.await {
+        if let Ok((lat, err_lat, ok, err)) = t.await {
             latencies_us.extend(lat);
+            error_latencies_us.extend(err_lat);
             requests += ok;
             errors += err;
         }
     }
     latencies_us.sort_unstable();
+    error_latencies_us.sort_unstable();
     Report {
         name: format!("{name} @{concurrency}"),
         requests,
         errors,
         elapsed: args.duration,
         latencies_us,
+        error_latencies_us,
         checks_per_request,
     }
 }
@@ -284,6 +297,18 @@ fn print_table(backend: &str, args: &Args, reports: &[Report]) {
             r.pct(0.999),
             r.errors
         );
+        if r.errors > 0 {
+            let e = &r.error_latencies_us;
+            println!(
+                "| {}: refused | {:.0} | – | {:.3} | {:.3} | {:.3} | {:.3} | – |",
+                r.name,
+                r.errors as f64 / r.elapsed.as_secs_f64(),
+                percentile(e, 0.50),
+                percentile(e, 0.90),
+                percentile(e, 0.99),
+                percentile(e, 0.999),
+            );
+        }
     }
     let sum = |prefix: &str| -> f64 {
         reports
@@ -413,6 +438,7 @@ async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
         errors: 0,
         elapsed: Duration::from_secs(1),
         latencies_us: lat,
+        error_latencies_us: Vec::new(),
         checks_per_request: 0,
     })
 }
@@ -562,6 +588,40 @@ async fn main() {
                 .await,
             );
         }
+    }
+    if wanted.contains(&"overload") {
+        // Eight slots, each held by a cache miss; four times the usual
+        // concurrency asks. The excess must be refused at once, not queued.
+        let server = start_server(
+            &url,
+            &["--cache-capacity", "16", "--max-concurrent-requests", "8"],
+        );
+        let chans = channels(&server.addr, args.connections).await;
+        let key = Arc::new(seeded.key.clone());
+        let pairs: Arc<Vec<(String, String)>> = Arc::new(seeded.granted.clone());
+        let concurrency = args.concurrency * 4;
+        reports.push(
+            drive(
+                "overload: check (cache miss), limit 8",
+                &args,
+                concurrency,
+                1,
+                move |w, i| {
+                    let mut c = CheckServiceClient::new(chans[w % chans.len()].clone());
+                    let mut rng = Rng::new((w as u64) << 32 | i);
+                    let (u, ws) = &pairs[rng.below(pairs.len())];
+                    let req = authed(check_req(u, ws), &key);
+                    async move {
+                        match c.check(req).await {
+                            Ok(_) => true,
+                            Err(status) if status.code() == tonic::Code::ResourceExhausted => false,
+                            Err(status) => panic!("overload: unexpected {status:?}"),
+                        }
+                    }
+                },
+            )
+            .await,
+        );
     }
     if wanted.contains(&"revocation")
         && args.postgres.is_some()
