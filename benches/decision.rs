@@ -186,5 +186,37 @@ fn cold_resolution(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cache_hits, cold_resolution);
+/// The codec's check that no string field of a request holds NUL, on a
+/// typical Check request (paid once per RPC, before decoding).
+fn text_check(c: &mut Criterion) {
+    use prost::Message as _;
+    let request = portcullis::proto::v1::CheckRequest {
+        principal: Some(portcullis::proto::v1::CheckPrincipal {
+            kind: Some(portcullis::proto::v1::check_principal::Kind::UserId(
+                uuid::Uuid::new_v4().to_string(),
+            )),
+        }),
+        workspace_id: uuid::Uuid::new_v4().to_string(),
+        permission: "datasets:read".into(),
+        resource: Some(portcullis::proto::v1::Resource {
+            r#type: "datasets".into(),
+            id: "d1".into(),
+            tags: vec![portcullis::proto::v1::Tag {
+                key: "Application".into(),
+                value: "checkout".into(),
+            }],
+        }),
+        at_least_revision: 0,
+    }
+    .encode_to_vec();
+    c.bench_function("codec/nul_check_check_request", |b| {
+        b.iter(|| {
+            portcullis::codec::nul_field::<portcullis::proto::v1::CheckRequest>(
+                std::hint::black_box(&request),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, cache_hits, cold_resolution, text_check);
 criterion_main!(benches);

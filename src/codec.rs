@@ -62,12 +62,10 @@ impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
         let bytes = buf.chunk();
         // A decode buffer is one contiguous chunk; were it not, prost alone decides.
         if bytes.len() == buf.remaining()
-            && let Some(message) = Descriptors::get().message(U::PACKAGE, U::NAME)
-            && let Err(path) = Descriptors::get().check(message, bytes, &mut Vec::new())
+            && let Some(path) = nul_field::<U>(bytes)
         {
             return Err(Status::invalid_argument(format!(
-                "{}: must not contain the NUL character (U+0000)",
-                path.join(".")
+                "{path}: must not contain the NUL character (U+0000)"
             )));
         }
         self.0.decode(buf)
@@ -76,6 +74,17 @@ impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
     }
+}
+
+/// The path of the first string field of the encoded `M` in `bytes` that
+/// holds a NUL character, if any.
+pub fn nul_field<M: Name>(bytes: &[u8]) -> Option<String> {
+    let descriptors = Descriptors::get();
+    let message = descriptors.message(M::PACKAGE, M::NAME)?;
+    descriptors
+        .check(message, bytes, &mut Vec::new())
+        .err()
+        .map(|path| path.join("."))
 }
 
 /// What the walk needs to know of a field.
@@ -259,10 +268,7 @@ mod tests {
     use crate::proto::v1 as pb;
 
     fn check<M: Message + Name>(m: &M) -> Result<(), String> {
-        let d = Descriptors::get();
-        let index = d.message(M::PACKAGE, M::NAME).expect("known type");
-        d.check(index, &m.encode_to_vec(), &mut Vec::new())
-            .map_err(|p| p.join("."))
+        nul_field::<M>(&m.encode_to_vec()).map_or(Ok(()), Err)
     }
 
     #[test]
