@@ -203,7 +203,11 @@ fn percentile(sorted_us: &[u32], p: f64) -> f64 {
     f64::from(sorted_us[i]) / 1000.0
 }
 
-/// Runs `make` concurrently for warm-up then the measured duration.
+/// How long a worker waits after a failed call before its next one.
+const REFUSED_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Runs `make` concurrently for warm-up then the measured duration; a failed
+/// call is followed by a [`REFUSED_BACKOFF`] pause (not measured).
 async fn drive<F, Fut>(
     name: &str,
     args: &Args,
@@ -241,6 +245,10 @@ where
                         err_lat.push(us);
                         err += 1;
                     }
+                }
+                if !success {
+                    // A well-behaved client backs off before retrying a refused call.
+                    tokio::time::sleep(REFUSED_BACKOFF).await;
                 }
             }
             (lat, err_lat, ok, err)
@@ -591,7 +599,8 @@ async fn main() {
     }
     if wanted.contains(&"overload") {
         // Eight slots, each held by a cache miss; four times the usual
-        // concurrency asks. The excess must be refused at once, not queued.
+        // concurrency asks. The excess must be refused at once, not queued;
+        // refused workers back off 10 ms, as a well-behaved client would.
         let server = start_server(
             &url,
             &["--cache-capacity", "16", "--max-concurrent-requests", "8"],
