@@ -101,18 +101,48 @@ struct Field {
     kind: FieldKind,
 }
 
-/// The fields of one message type, by number.
+/// The fields of one message type, indexed by number (API field numbers are small).
 #[derive(Debug, Default)]
 struct MessageFields {
-    fields: HashMap<u32, Field>,
+    fields: Vec<Option<Field>>,
 }
+
+impl MessageFields {
+    fn field(&self, number: u64) -> Option<&Field> {
+        self.fields.get(usize::try_from(number).ok()?)?.as_ref()
+    }
+}
+
+/// FNV-1a: the name lookups hash a few short, trusted strings per request.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 /// Every message type of the compiled API.
 #[derive(Debug, Default)]
 struct Descriptors {
     messages: Vec<MessageFields>,
     /// package → message name (nested names joined by `.`) → index.
-    by_name: HashMap<String, HashMap<String, usize>>,
+    by_name: FnvMap<String, FnvMap<String, usize>>,
 }
 
 impl Descriptors {
@@ -147,7 +177,7 @@ impl Descriptors {
         for file in &set.file {
             collect(file.package(), "", &file.message_type, &mut names);
         }
-        let mut by_name: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        let mut by_name: FnvMap<String, FnvMap<String, usize>> = FnvMap::default();
         let mut full: HashMap<String, usize> = HashMap::new();
         for (i, (package, name, _)) in names.iter().enumerate() {
             by_name
@@ -158,28 +188,30 @@ impl Descriptors {
         }
         let messages = names
             .iter()
-            .map(|(_, _, t)| MessageFields {
-                fields: t
-                    .field
-                    .iter()
-                    .filter_map(|f| {
-                        let kind = match f.r#type() {
-                            Type::String => FieldKind::Text,
-                            Type::Message => full
-                                .get(f.type_name())
-                                .map_or(FieldKind::Other, |i| FieldKind::Message(*i)),
-                            _ => FieldKind::Other,
-                        };
-                        let number = u32::try_from(f.number()).ok()?;
-                        Some((
-                            number,
-                            Field {
-                                name: f.name().to_owned(),
-                                kind,
-                            },
-                        ))
-                    })
-                    .collect(),
+            .map(|(_, _, t)| {
+                let mut fields: Vec<Option<Field>> = Vec::new();
+                for f in &t.field {
+                    let kind = match f.r#type() {
+                        Type::String => FieldKind::Text,
+                        Type::Message => full
+                            .get(f.type_name())
+                            .map_or(FieldKind::Other, |i| FieldKind::Message(*i)),
+                        _ => FieldKind::Other,
+                    };
+                    // Numbers beyond this are not checked (none of the API's are).
+                    let Some(number) = usize::try_from(f.number()).ok().filter(|n| *n < 4096)
+                    else {
+                        continue;
+                    };
+                    if fields.len() <= number {
+                        fields.resize_with(number + 1, || None);
+                    }
+                    fields[number] = Some(Field {
+                        name: f.name().to_owned(),
+                        kind,
+                    });
+                }
+                MessageFields { fields }
             })
             .collect();
         Self { messages, by_name }
@@ -204,7 +236,7 @@ impl Descriptors {
             let Some(key) = varint(&mut bytes) else {
                 return Ok(());
             };
-            let number = u32::try_from(key >> 3).unwrap_or(0);
+            let number = key >> 3;
             match key & 7 {
                 0 => {
                     if varint(&mut bytes).is_none() {
@@ -221,7 +253,7 @@ impl Descriptors {
                         return Ok(());
                     };
                     bytes = &bytes[len..];
-                    match fields.fields.get(&number) {
+                    match fields.field(number) {
                         Some(Field {
                             name,
                             kind: FieldKind::Text,
