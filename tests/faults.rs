@@ -21,31 +21,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Backend, TestDb, TestServer, check_request, req, sample, user};
+use harness::{
+    Backend, TestDb, TestServer, WriteBlock, check_request, req, sample, stored_team_names, user,
+};
 use portcullis::{
     config::Settings,
     proto::v1::{self as pb, identity_service_client::IdentityServiceClient},
 };
 use proxy::Proxy;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn health(s: &TestServer) -> ServingStatus {
     health_of(s, "").await
 }
 
 async fn health_of(s: &TestServer, service: &str) -> ServingStatus {
-    HealthClient::new(s.channel.clone())
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
+    harness::health_of(&s.channel, service).await
 }
 
 async fn wait_for_health(s: &TestServer, want: ServingStatus) {
@@ -294,16 +287,7 @@ async fn under_load(s: &TestServer, disrupt: impl AsyncFnOnce()) {
     }
     // Everything acknowledged is there, read straight from the database.
     let db = sea_orm::Database::connect(&s.db_url).await.unwrap();
-    let stored: BTreeSet<String> = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT name FROM teams",
-        ))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| row.try_get::<String>("", "name").unwrap())
-        .collect();
+    let stored = stored_team_names(&db).await;
     let missing: Vec<_> = acked.iter().filter(|n| !stored.contains(*n)).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     assert!(acked.len() >= 30, "{} writes acknowledged", acked.len());
@@ -339,16 +323,6 @@ where
         assert!(Instant::now() < deadline, "stuck at {value}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Holds the revision row so every write waits (see tests/operations.rs).
-async fn hold_writes(url: &str) -> (sea_orm::DatabaseConnection, sea_orm::DatabaseTransaction) {
-    let db = sea_orm::Database::connect(url).await.unwrap();
-    let txn = db.begin().await.unwrap();
-    txn.execute_unprepared("UPDATE revision SET value = value WHERE id = 1")
-        .await
-        .unwrap();
-    (db, txn)
 }
 
 async fn wait_in_flight(serve: &processes::Serve, n: f64) {
@@ -406,14 +380,14 @@ async fn sigterm(b: Backend) {
     assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
 
     // A write in flight (waiting for storage) when SIGTERM arrives completes.
-    let (conn, txn) = hold_writes(&db.url).await;
+    let block = WriteBlock::hold(&db.url).await;
     let call = create_team_call(channel.clone(), &key, "in-flight");
     wait_in_flight(&serve, 1.0).await;
     processes::signal(&serve, "TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(serve.child.try_wait().unwrap().is_none(), "still draining");
     assert!(!call.is_finished());
-    txn.rollback().await.unwrap();
+    let conn = block.release().await;
     call.await
         .unwrap()
         .expect("the in-flight call completes during the drain");
@@ -421,20 +395,16 @@ async fn sigterm(b: Backend) {
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let teams = conn
-        .query_all_raw(sea_orm::Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT name FROM teams",
-        ))
-        .await
-        .unwrap();
-    assert_eq!(teams.len(), 1);
+    assert_eq!(
+        stored_team_names(&conn).await,
+        BTreeSet::from(["in-flight".to_owned()])
+    );
 
     // With a grace period shorter than the call, the process exits anyway and
     // the unfinished call changes nothing.
     let mut serve = processes::Serve::start(&db, &["--shutdown-grace", "300ms", "--no-migrate"]);
     let channel = serve.channel().await;
-    let (_conn2, txn) = hold_writes(&db.url).await;
+    let block = WriteBlock::hold(&db.url).await;
     let call = create_team_call(channel, &key, "cut-short");
     wait_in_flight(&serve, 1.0).await;
     processes::signal(&serve, "TERM");
@@ -446,16 +416,10 @@ async fn sigterm(b: Backend) {
         call.await.unwrap().is_err(),
         "the call was not acknowledged"
     );
-    txn.rollback().await.unwrap();
-    let teams = conn
-        .query_all_raw(sea_orm::Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT name FROM teams WHERE name = 'cut-short'",
-        ))
-        .await
-        .unwrap();
-    assert!(
-        teams.is_empty(),
+    block.release().await;
+    assert_eq!(
+        stored_team_names(&conn).await,
+        BTreeSet::from(["in-flight".to_owned()]),
         "an unacknowledged call left nothing behind"
     );
 }

@@ -9,45 +9,15 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Backend, TestServer, assert_code, check_request, http_get, req, sample, user};
-use portcullis::{authz::cache::CacheConfig, config::Settings, proto::v1 as pb};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
-use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+use harness::{
+    Backend, TestServer, WriteBlock, assert_code, check_request, http_get, req, sample, user,
 };
-
-/// Blocks every write: a transaction of the test's own holds the revision row,
-/// which every change takes first. Reads go on.
-struct WriteBlock {
-    txn: DatabaseTransaction,
-    _db: sea_orm::DatabaseConnection,
-}
-
-impl WriteBlock {
-    async fn hold(url: &str) -> Self {
-        let db = sea_orm::Database::connect(url).await.unwrap();
-        let txn = db.begin().await.unwrap();
-        txn.execute_unprepared("UPDATE revision SET value = value WHERE id = 1")
-            .await
-            .unwrap();
-        Self { txn, _db: db }
-    }
-
-    async fn release(self) {
-        self.txn.rollback().await.unwrap();
-    }
-}
+use portcullis::{authz::cache::CacheConfig, config::Settings, proto::v1 as pb};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn health(s: &TestServer) -> ServingStatus {
-    HealthClient::new(s.channel.clone())
-        .check(HealthCheckRequest {
-            service: "portcullis.v1.CheckService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
+    harness::health_of(&s.channel, "portcullis.v1.CheckService").await
 }
 
 fn create_team(

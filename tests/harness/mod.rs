@@ -606,3 +606,59 @@ impl TestServer {
             .unwrap();
     }
 }
+
+/// Blocks every write: a transaction of the test's own holds the revision row,
+/// which every change takes first. Reads go on.
+pub struct WriteBlock {
+    txn: sea_orm::DatabaseTransaction,
+    db: sea_orm::DatabaseConnection,
+}
+
+impl WriteBlock {
+    /// Takes the revision row of the database at `url`.
+    pub async fn hold(url: &str) -> Self {
+        use sea_orm::TransactionTrait;
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("UPDATE revision SET value = value WHERE id = 1")
+            .await
+            .unwrap();
+        Self { txn, db }
+    }
+
+    /// Lets writes go on; returns the connection for reading afterwards.
+    pub async fn release(self) -> sea_orm::DatabaseConnection {
+        self.txn.rollback().await.unwrap();
+        self.db
+    }
+}
+
+/// The names of the stored teams, read straight from the database.
+pub async fn stored_team_names(
+    db: &sea_orm::DatabaseConnection,
+) -> std::collections::BTreeSet<String> {
+    db.query_all_raw(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        "SELECT name FROM teams",
+    ))
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|row| row.try_get::<String>("", "name").unwrap())
+    .collect()
+}
+
+/// The `grpc.health.v1` status of `service` (`""` for the whole server).
+pub async fn health_of(
+    channel: &Channel,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
