@@ -83,6 +83,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PORTCULLIS_MAX_BATCH_SIZE", default_value_t = 1000)]
     pub max_batch_size: usize,
 
+    /// How long cached decisions are still served after storage stops
+    /// answering; then they are dropped and Checks fail closed (UNAVAILABLE).
+    #[arg(long, env = "PORTCULLIS_UNAVAILABLE_GRACE", value_parser = parse_duration, default_value = "5s")]
+    pub unavailable_grace: Duration,
+
     /// Also serve `portcullis.v1.NoopService`, the ceiling for benchmarks.
     #[arg(long, env = "PORTCULLIS_BENCH_NOOP")]
     pub bench_noop: bool,
@@ -176,6 +181,8 @@ pub struct Settings {
     pub revision_poll_interval: Duration,
     /// Most checks in one BatchCheck.
     pub max_batch_size: usize,
+    /// How long cached decisions are served after storage stops answering.
+    pub unavailable_grace: Duration,
     /// Most RPCs served at once (health and reflection exempt).
     pub max_concurrent_requests: usize,
     /// Longest an RPC may run.
@@ -196,6 +203,7 @@ impl Default for Settings {
             cache: CacheConfig::default(),
             revision_poll_interval: Duration::from_secs(1),
             max_batch_size: 1000,
+            unavailable_grace: Duration::from_secs(5),
             max_concurrent_requests: 1024,
             request_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
@@ -229,6 +237,7 @@ impl ServeConfig {
             },
             revision_poll_interval: self.revision_poll,
             max_batch_size: self.max_batch_size.max(1),
+            unavailable_grace: self.unavailable_grace,
             max_concurrent_requests: self.max_concurrent_requests.max(1),
             request_timeout: self.request_timeout.max(Duration::from_millis(1)),
             max_message_bytes: self.max_message_bytes.max(1024),

@@ -1,9 +1,12 @@
 //! The shared state of a running server: the store, the caches and the
 //! settings. Cloned into every service; everything in it is cheap to clone.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use crate::{
@@ -29,7 +32,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The highest revision whose changes this replica has applied.
     applied_revision: Arc<AtomicU64>,
+    /// Revisions this replica committed and applied itself, whose change
+    /// notifications (echoed back by the listener) need not be applied again.
+    own_revisions: Arc<Mutex<VecDeque<u64>>>,
 }
+
+/// How many of its own recent revisions a replica remembers.
+const OWN_REVISIONS: usize = 1024;
 
 impl AppState {
     /// Bundles a store and settings, with empty caches.
@@ -41,6 +50,7 @@ impl AppState {
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
             applied_revision: Arc::new(AtomicU64::new(0)),
+            own_revisions: Arc::default(),
         }
     }
 
@@ -51,6 +61,32 @@ impl AppState {
             self.keys.invalidate(change);
         }
         self.applied_revision.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// Applies the invalidations of a change this replica just committed.
+    pub fn apply_own_changes(&self, revision: u64, changes: &[Invalidation]) {
+        if let Ok(mut own) = self.own_revisions.lock() {
+            if own.len() == OWN_REVISIONS {
+                own.pop_front();
+            }
+            own.push_back(revision);
+        }
+        self.apply_changes(revision, changes);
+    }
+
+    /// Whether `revision` is one this replica committed and applied itself
+    /// (then its notification is an echo); forgets it.
+    pub fn take_own_revision(&self, revision: u64) -> bool {
+        let Ok(mut own) = self.own_revisions.lock() else {
+            return false;
+        };
+        match own.iter().position(|r| *r == revision) {
+            Some(i) => {
+                own.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The highest revision whose changes were applied here.

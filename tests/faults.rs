@@ -49,6 +49,9 @@ async fn wait_for_health(s: &TestServer, want: ServingStatus) {
     }
 }
 
+/// How long the servers behind the proxy serve cached decisions without storage.
+const UNAVAILABLE_GRACE: Duration = Duration::from_secs(3);
+
 /// A server on PostgreSQL reached through a proxy the test can cut.
 async fn behind_proxy() -> (TestServer, Proxy) {
     let db = TestDb::new(Backend::Postgres).await;
@@ -56,6 +59,8 @@ async fn behind_proxy() -> (TestServer, Proxy) {
     let url = proxy.url_for(&db.url);
     let settings = Settings {
         health_probe_interval: Duration::from_millis(100),
+        revision_poll_interval: Duration::from_millis(100),
+        unavailable_grace: UNAVAILABLE_GRACE,
         ..Settings::default()
     };
     let s = harness::launch(db, Backend::Postgres, settings, Some(url)).await;
@@ -87,6 +92,7 @@ async fn while_storage_is_away_health_is_not_serving_and_checks_fail_closed() {
         "portcullis_storage_errors_total{kind=\"unavailable\"}",
     );
 
+    let cut_at = Instant::now();
     proxy.cut();
     wait_for_health(&s, ServingStatus::NotServing).await;
     assert_eq!(
@@ -99,7 +105,7 @@ async fn while_storage_is_away_health_is_not_serving_and_checks_fail_closed() {
         "liveness does not follow storage: a restart would not bring it back"
     );
 
-    // A decision cached before the outage is still answered, within the cache TTL.
+    // A decision cached before the outage is still answered, within the grace.
     assert!(check(&s, &ann.user_id, &cached).await.unwrap());
     // Anything that needs storage fails closed: UNAVAILABLE, never an answer.
     let status = check(&s, &ann.user_id, &cold).await.unwrap_err();
@@ -132,9 +138,34 @@ async fn while_storage_is_away_health_is_not_serving_and_checks_fail_closed() {
         ) > errors_before
     );
 
+    // Past the grace the cache is dropped: the cached decision fails closed too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check(&s, &ann.user_id, &cached).await {
+            Ok(allowed) => assert!(allowed),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cached decisions outlived the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The grace runs from the last successful poll, at most one poll
+    // interval (100 ms) before the cut.
+    assert!(
+        cut_at.elapsed() >= UNAVAILABLE_GRACE - Duration::from_millis(200),
+        "served from the cache for the whole grace: {:?}",
+        cut_at.elapsed()
+    );
+
     proxy.restore();
     wait_for_health(&s, ServingStatus::Serving).await;
     assert!(check(&s, &ann.user_id, &cold).await.unwrap());
+    assert!(check(&s, &ann.user_id, &cached).await.unwrap());
     s.identity()
         .list_teams(req(pb::ListTeamsRequest::default(), &unused_pat))
         .await

@@ -104,7 +104,7 @@ impl Tx {
         }
         self.inner.commit().await?;
         if let Some(state) = &self.state {
-            state.apply_changes(revision, &changes);
+            state.apply_own_changes(revision, &changes);
         }
         Ok(revision)
     }
