@@ -242,11 +242,8 @@ async fn postgres_restart_under_load_loses_no_acknowledged_write() {
 /// write is in the database, every refusal was UNAVAILABLE, no check was ever
 /// denied, and the service is healthy again.
 async fn under_load(s: &TestServer, disrupt: impl AsyncFnOnce()) {
-    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
-    let ws = s.workspace("shared").await;
-    s.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
-        .await;
-    assert!(check(s, &ann.user_id, &ws).await.unwrap());
+    let (ann, ws) = s.viewer_of_shared().await;
+    assert!(check(s, &ann, &ws).await.unwrap());
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -277,7 +274,7 @@ async fn under_load(s: &TestServer, disrupt: impl AsyncFnOnce()) {
     };
     let checker = {
         let mut client = s.check();
-        let request = check_request(&ann.user_id, &ws, "datasets:read", &[]);
+        let request = check_request(&ann, &ws, "datasets:read", &[]);
         let key = s.key().to_owned();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -323,7 +320,7 @@ async fn under_load(s: &TestServer, disrupt: impl AsyncFnOnce()) {
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     assert!(acked.len() >= 30, "{} writes acknowledged", acked.len());
     wait_for_health(s, ServingStatus::Serving).await;
-    assert!(check(s, &ann.user_id, &ws).await.unwrap());
+    assert!(check(s, &ann, &ws).await.unwrap());
     eprintln!(
         "{} writes acknowledged, {} refused as unavailable, {} checks",
         acked.len(),

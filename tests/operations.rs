@@ -9,9 +9,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{
-    Backend, TestServer, WriteBlock, assert_code, check_request, http_get, req, sample, user,
-};
+use harness::{Backend, TestServer, WriteBlock, assert_code, check_request, http_get, req, sample};
 use portcullis::{authz::cache::CacheConfig, config::Settings, proto::v1 as pb};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -70,11 +68,8 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once(b: Backend) {
         },
     )
     .await;
-    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
-    let ws = s.workspace("shared").await;
-    s.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
-        .await;
-    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
+    let (ann, ws) = s.viewer_of_shared().await;
+    assert!(s.allowed(&ann, &ws, "datasets:read", &[]).await);
 
     // Four writes wait for the revision row and hold every slot.
     let block = WriteBlock::hold(&s.db_url).await;
@@ -87,10 +82,7 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once(b: Backend) {
     let checks: Vec<_> = (0..40)
         .map(|_| {
             let mut client = s.check();
-            let request = req(
-                check_request(&ann.user_id, &ws, "datasets:read", &[]),
-                s.key(),
-            );
+            let request = req(check_request(&ann, &ws, "datasets:read", &[]), s.key());
             tokio::spawn(async move { client.check(request).await })
         })
         .collect();
@@ -123,7 +115,7 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once(b: Backend) {
     for i in 0..4 {
         assert!(names.contains(&format!("held-{i}")), "{names:?}");
     }
-    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
+    assert!(s.allowed(&ann, &ws, "datasets:read", &[]).await);
 
     let scrape = s.scrape().await;
     assert_eq!(sample(&scrape, "portcullis_rpc_shed_total"), 40.0);
@@ -226,25 +218,22 @@ async fn metrics_report_rpcs_decisions_and_caches(b: Backend) {
         },
     )
     .await;
-    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
-    let ws = s.workspace("shared").await;
-    s.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
-        .await;
-    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
-    assert!(s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await);
-    assert!(!s.allowed(&ann.user_id, &ws, "datasets:delete", &[]).await);
+    let (ann, ws) = s.viewer_of_shared().await;
+    assert!(s.allowed(&ann, &ws, "datasets:read", &[]).await);
+    assert!(s.allowed(&ann, &ws, "datasets:read", &[]).await);
+    assert!(!s.allowed(&ann, &ws, "datasets:delete", &[]).await);
     let batch = pb::BatchCheckRequest {
         checks: vec![
-            check_request(&ann.user_id, &ws, "datasets:read", &[]),
-            check_request(&ann.user_id, &ws, "datasets:delete", &[]),
-            check_request(&ann.user_id, &ws, "no-such:permission", &[]),
+            check_request(&ann, &ws, "datasets:read", &[]),
+            check_request(&ann, &ws, "datasets:delete", &[]),
+            check_request(&ann, &ws, "no-such:permission", &[]),
         ],
     };
     s.check().batch_check(req(batch, s.key())).await.unwrap();
     assert_code(
         s.check()
             .check(req(
-                check_request(&ann.user_id, &ws, "datasets:read", &[]),
+                check_request(&ann, &ws, "datasets:read", &[]),
                 "pcv2_sk_nope",
             ))
             .await,
@@ -313,7 +302,7 @@ async fn metrics_report_rpcs_decisions_and_caches(b: Backend) {
                 .await;
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
-        s.allowed(&ann.user_id, &ws, "datasets:read", &[]).await;
+        s.allowed(&ann, &ws, "datasets:read", &[]).await;
         let scrape = s.scrape().await;
         let size = sample(
             &scrape,

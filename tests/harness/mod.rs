@@ -413,6 +413,16 @@ impl TestServer {
             .id
     }
 
+    /// Ann, an ORG_USER who is WORKSPACE_VIEWER of a new workspace `shared`:
+    /// her user id and the workspace id.
+    pub async fn viewer_of_shared(&self) -> (String, String) {
+        let ann = self.member("ann", pb::OrgRole::OrgUser).await;
+        let ws = self.workspace("shared").await;
+        self.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
+            .await;
+        (ann.user_id, ws)
+    }
+
     /// Grants `role` to a subject in a workspace; returns the grant id.
     pub async fn grant(
         &self,
