@@ -29,10 +29,21 @@ pub fn bootstrap(db: &TestDb, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("bootstrap prints one JSON object")
 }
 
-/// A free loopback port.
+/// A free loopback port for a child process to listen on, chosen below the
+/// kernel's ephemeral range (32768 and up on Linux): a port from `bind(0)`
+/// could be handed to another socket of the test run (an outgoing connection,
+/// another server) between this check and the child's own bind.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let spread = std::process::id().wrapping_mul(2_654_435_761);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (spread.wrapping_add(n.wrapping_mul(7_919)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running `portcullis serve`, killed on drop.
@@ -40,12 +51,17 @@ pub struct Serve {
     pub child: Child,
     pub addr: String,
     pub metrics_addr: String,
+    /// Where the log goes when the caller did not take it.
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl Serve {
     /// Starts `serve` on free ports (gRPC and metrics) with extra flags.
     pub fn start(db: &TestDb, extra: &[&str]) -> Self {
-        Self::start_logging(db, extra, &[], Stdio::null())
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut serve = Self::start_logging(db, extra, &[], log.reopen().unwrap());
+        serve.log = Some(log);
+        serve
     }
 
     /// Starts `serve` with extra flags and environment, its log (stderr) going to `log`.
@@ -70,6 +86,7 @@ impl Serve {
             child,
             addr,
             metrics_addr,
+            log: None,
         }
     }
 
@@ -81,10 +98,20 @@ impl Serve {
                 tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)).unwrap();
             match endpoint.connect().await {
                 Ok(channel) => return channel,
-                Err(_) if Instant::now() < deadline => {
+                Err(e) => {
+                    if Instant::now() >= deadline {
+                        let log = self
+                            .log
+                            .as_ref()
+                            .and_then(|f| std::fs::read_to_string(f.path()).ok())
+                            .unwrap_or_default();
+                        panic!(
+                            "server at {} did not come up ({e}); its log:\n{log}",
+                            self.addr
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
-                Err(e) => panic!("server at {} did not come up: {e}", self.addr),
             }
         }
     }
