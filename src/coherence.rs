@@ -81,7 +81,9 @@ async fn listen(state: AppState) {
                     // Whatever happened while not listening is unknown.
                     let latest = state.store.revision().await.unwrap_or(0);
                     state.apply_changes(latest, &[Invalidation::All]);
+                    state.metrics.set_listener_up(true);
                     receive(&state, &mut listener).await;
+                    state.metrics.set_listener_up(false);
                 }
             }
             Err(err) => tracing::warn!(error = %err, "cannot connect the change listener"),

@@ -94,6 +94,7 @@ pub struct Metrics {
     allowed: AtomicU64,
     denied: AtomicU64,
     storage_up: AtomicU64,
+    listener_up: AtomicU64,
 }
 
 /// Storage failures of the process, by kind. They are counted where a database
@@ -163,6 +164,7 @@ impl Metrics {
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             storage_up: AtomicU64::new(1),
+            listener_up: AtomicU64::new(0),
         }
     }
 
@@ -210,6 +212,11 @@ impl Metrics {
     /// Whether the last storage probe succeeded.
     pub fn set_storage_up(&self, up: bool) {
         self.storage_up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// Whether the PostgreSQL change listener is listening.
+    pub fn set_listener_up(&self, up: bool) {
+        self.listener_up.store(u64::from(up), Ordering::Relaxed);
     }
 
     /// The metrics of `state` in the Prometheus text exposition format.
@@ -263,6 +270,12 @@ impl Metrics {
             "portcullis_storage_up",
             "1 when the last storage probe succeeded, else 0.",
             i64::from(self.storage_up.load(Ordering::Relaxed) == 1),
+        );
+        gauge(
+            &mut out,
+            "portcullis_change_listener_up",
+            "1 while the PostgreSQL change listener is listening (always 0 on SQLite).",
+            i64::from(self.listener_up.load(Ordering::Relaxed) == 1),
         );
         gauge(
             &mut out,

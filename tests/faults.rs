@@ -85,6 +85,12 @@ async fn while_storage_is_away_health_is_not_serving_and_checks_fail_closed() {
     s.grant(&cold, user(&ann.user_id), "WORKSPACE_VIEWER", None)
         .await;
     let unused_pat = s.pat(&ann.user_id).await;
+    // Listening (re)starts with dropping the caches: let it start first.
+    wait_until(
+        || async { sample(&s.scrape().await, "portcullis_change_listener_up") },
+        |up| up == 1.0,
+    )
+    .await;
     assert!(check(&s, &ann.user_id, &cached).await.unwrap());
     assert_eq!(health(&s).await, ServingStatus::Serving);
     let errors_before = sample(
