@@ -155,21 +155,21 @@ where
                 code: 1, // CANCELLED unless a response says otherwise
                 counted_in_flight: false,
             };
-            let response = if kind == Path::Probe {
+            if kind == Path::Probe {
                 let mut inner = inner;
-                inner.call(req).await
+                let response = inner.call(req).await;
+                if let Ok(response) = &response {
+                    record.code = response_code(response);
+                }
+                response
             } else {
                 guarded(inner, req, &state, &permits, kind, &mut record).await
-            };
-            if let Ok(response) = &response {
-                record.code = response_code(response);
             }
-            response
         })
     }
 }
 
-/// Steps 2 to 4 for everything but probes.
+/// Steps 2 to 4 for everything but probes; sets `record`'s code.
 async fn guarded<S, B, R>(
     mut inner: S,
     mut req: http::Request<B>,
@@ -184,6 +184,7 @@ where
 {
     let Ok(_permit) = permits.clone().try_acquire_owned() else {
         state.metrics.record_shed();
+        record.code = tonic::Code::ResourceExhausted as u16;
         return Ok(Status::resource_exhausted(format!(
             "server is at its limit of {} concurrent requests; retry with backoff",
             state.settings.max_concurrent_requests
@@ -226,7 +227,7 @@ where
         inner.call(req).await
     };
     let started = record.started;
-    async move {
+    let (response, code) = async move {
         let response = match tokio::time::timeout(deadline, work).await {
             Ok(response) => response,
             Err(_) => Ok(Status::deadline_exceeded(format!(
@@ -236,15 +237,20 @@ where
             .into_http()),
         };
         let span = tracing::Span::current();
-        if let Ok(resp) = &response {
-            span.record("code", response_code(resp));
+        let code = response.as_ref().ok().map(response_code);
+        if let Some(code) = code {
+            span.record("code", code);
         }
         span.record("latency_us", started.elapsed().as_micros() as u64);
         tracing::debug!("rpc finished");
-        response
+        (response, code)
     }
     .instrument(span)
-    .await
+    .await;
+    if let Some(code) = code {
+        record.code = code;
+    }
+    response
 }
 
 #[cfg(test)]
