@@ -42,11 +42,13 @@ async fn health_of(s: &TestServer, service: &str) -> ServingStatus {
 }
 
 async fn wait_for_health(s: &TestServer, want: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health(s).await != want {
-        assert!(Instant::now() < deadline, "health never became {want:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness::wait_until(
+        "health",
+        Duration::from_secs(30),
+        || health(s),
+        |h| *h == want,
+    )
+    .await;
 }
 
 /// How long the servers behind the proxy serve cached decisions without storage.
@@ -86,9 +88,11 @@ async fn while_storage_is_away_health_is_not_serving_and_checks_fail_closed() {
         .await;
     let unused_pat = s.pat(&ann.user_id).await;
     // Listening (re)starts with dropping the caches: let it start first.
-    wait_until(
+    harness::wait_until(
+        "the change listener",
+        Duration::from_secs(60),
         || async { sample(&s.scrape().await, "portcullis_change_listener_up") },
-        |up| up == 1.0,
+        |up| *up == 1.0,
     )
     .await;
     assert!(check(&s, &ann.user_id, &cached).await.unwrap());
@@ -204,7 +208,7 @@ async fn connection_loss_under_load_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         proxy.restore();
         let before = acked_so_far(&s).await;
-        wait_until(|| acked_so_far(&s), |n| n >= before + 10.0).await;
+        wait_for_acked(&s, |n| *n >= before + 10.0).await;
         // Then every connection is terminated by the server, as in a restart.
         terminate_backends(&s.db_url).await;
     })
@@ -298,10 +302,10 @@ async fn under_load(s: &TestServer, disrupt: impl AsyncFnOnce()) {
         })
     };
 
-    wait_until(|| acked_so_far(s), |n| n >= 10.0).await;
+    wait_for_acked(s, |n| *n >= 10.0).await;
     disrupt().await;
     let before = acked_so_far(s).await;
-    wait_until(|| acked_so_far(s), |n| n >= before + 10.0).await;
+    wait_for_acked(s, |n| *n >= before + 10.0).await;
     stop.store(true, Ordering::SeqCst);
 
     let (acked, refused) = writer.await.unwrap();
@@ -343,33 +347,31 @@ async fn acked_so_far(s: &TestServer) -> f64 {
     )
 }
 
-async fn wait_until<F, Fut>(mut probe: F, done: impl Fn(f64) -> bool)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = f64>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let value = probe().await;
-        if done(value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stuck at {value}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits (at most a minute) until the CreateTeam acknowledgements satisfy `done`.
+async fn wait_for_acked(s: &TestServer, done: impl Fn(&f64) -> bool) {
+    harness::wait_until(
+        "acknowledged writes",
+        Duration::from_secs(60),
+        || acked_so_far(s),
+        done,
+    )
+    .await;
 }
 
 async fn wait_in_flight(serve: &processes::Serve, n: f64) {
     let addr = serve.metrics_addr.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = harness::http_get(addr, "/metrics").await;
-        if sample(&body, "portcullis_rpc_in_flight") == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never {n} in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness::wait_until(
+        "RPCs in flight",
+        Duration::from_secs(20),
+        || async {
+            sample(
+                &harness::http_get(addr, "/metrics").await.1,
+                "portcullis_rpc_in_flight",
+            )
+        },
+        |v| *v == n,
+    )
+    .await;
 }
 
 fn create_team_call(

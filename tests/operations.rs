@@ -47,14 +47,13 @@ async fn team_names(s: &TestServer) -> Vec<String> {
 
 /// Polls the metrics until `series` reaches `value`.
 async fn wait_for_sample(s: &TestServer, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if sample(&s.scrape().await, series) == value {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} never reached {value}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness::wait_until(
+        series,
+        Duration::from_secs(20),
+        || async { sample(&s.scrape().await, series) },
+        |v| *v == value,
+    )
+    .await;
 }
 
 const CHECK: &str = "method=\"portcullis.v1.CheckService/Check\"";

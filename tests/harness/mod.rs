@@ -672,3 +672,30 @@ pub async fn health_of(
         .into_inner()
         .status()
 }
+
+/// Polls `probe` every 20 ms until `done` holds of its value, which it
+/// returns; fails the test naming `what` if that takes longer than `within`.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let value = probe().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {value:?} after {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
