@@ -31,7 +31,7 @@ use portcullis::{
         engine::{Access, EffectiveGrant, Scope, TagCondition},
     },
     config::Settings,
-    domain::check::resolved_set,
+    domain::check::resolved_set_for_authorized_caller,
     seed::{self, Rng, SeedSize},
     state::AppState,
     store::Store,
@@ -175,9 +175,14 @@ fn cold_resolution(c: &mut Criterion) {
             |(user, ws)| {
                 let state = state.clone();
                 async move {
-                    let set = resolved_set(&state, &PrincipalId::User(user), &ws, 0)
-                        .await
-                        .unwrap();
+                    let set = resolved_set_for_authorized_caller(
+                        &state,
+                        &PrincipalId::User(user),
+                        &ws,
+                        0,
+                    )
+                    .await
+                    .unwrap();
                     black_box(set)
                 }
             },
@@ -209,9 +214,9 @@ fn text_check(c: &mut Criterion) {
         at_least_revision: 0,
     }
     .encode_to_vec();
-    c.bench_function("codec/nul_check_check_request", |b| {
+    c.bench_function("codec/text_check_check_request", |b| {
         b.iter(|| {
-            portcullis::codec::nul_field::<portcullis::proto::v1::CheckRequest>(
+            portcullis::codec::text_violation::<portcullis::proto::v1::CheckRequest>(
                 std::hint::black_box(&request),
             )
         })

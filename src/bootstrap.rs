@@ -1,6 +1,6 @@
-//! `portcullis bootstrap`: the first organization, its admin and an
-//! organization-scoped service key, made directly on the database. It refuses
-//! to run twice.
+//! `portcullis bootstrap`: the first organization, its admin, and the
+//! platform account with an organization-scoped service key, made directly on
+//! the database. It refuses to run twice.
 
 use sea_orm::IntoActiveModel;
 use serde_json::json;
@@ -52,9 +52,10 @@ impl BootstrapOutput {
     }
 }
 
-/// Creates the first organization (enterprise plan), its admin user, and a
-/// service account that is an organization admin and may act for users, with
-/// an organization-scoped service key.
+/// Creates the first organization (enterprise plan), its admin user, and the
+/// platform account (the identity-provider integration: it registers users,
+/// acts for them and sets plans, across organizations), which is also an
+/// admin of the first organization, with an organization-scoped service key.
 pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutput> {
     let org_name = rules::name("organization_name", &input.organization_name)?;
     let email = rules::email("admin_email", &input.admin_email)?;
@@ -82,7 +83,7 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
         organization_id: org.id.clone(),
         name: "bootstrap".into(),
         role: OrgRole::Admin.as_str().into(),
-        act_for_users: true,
+        platform: true,
         created_at: now,
     };
     identity::insert(conn, sa.clone().into_active_model()).await?;

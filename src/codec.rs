@@ -1,9 +1,17 @@
-//! The gRPC codec of the Portcullis services: prost, plus one rule checked on
-//! the wire bytes of every incoming message before it is decoded: no string
-//! field holds the NUL character. PostgreSQL cannot store U+0000 in text, and
-//! no identifier, name or tag needs it, so it is refused here, once for every
-//! field of every RPC, with the field's path in the error
-//! (`resource.tags.value: must not contain the NUL character (U+0000)`).
+//! The gRPC codec of the Portcullis services: prost, plus the rules every
+//! string field of every request is held to, checked on the wire bytes before
+//! the message is decoded, once for every field of every RPC (a new field is
+//! covered without code), with the field's path in the error
+//! (`resource.tags.value: must not contain the NUL character (U+0000)`):
+//!
+//! * no string holds the NUL character: PostgreSQL cannot store U+0000 in
+//!   text, and no identifier, name or tag needs it;
+//! * no string is longer than [`MAX_TEXT_BYTES`] (fields have tighter rules of
+//!   their own, checked by the domain);
+//! * an id field (a name ending in `_id` or `_ids`, but `resource_id`, which
+//!   names a backend's own object, and `role_id`, which may be a system role's
+//!   name) is empty or an id in canonical form ([`crate::id`]), so caches and
+//!   storage always agree on what a request names.
 //!
 //! The walk follows the message descriptors compiled into the binary; it reads
 //! the bytes in place and allocates nothing. Bytes that are not a valid
@@ -50,7 +58,29 @@ where
     }
 }
 
-/// Checks the text rule, then decodes with prost.
+/// The most bytes any string field of a request may hold.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// A rule a string field broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextRule {
+    Nul,
+    TooLong,
+    NotAnId,
+}
+
+impl TextRule {
+    /// The rule as an error message says it.
+    pub fn message(self) -> String {
+        match self {
+            Self::Nul => "must not contain the NUL character (U+0000)".into(),
+            Self::TooLong => format!("must be at most {MAX_TEXT_BYTES} bytes"),
+            Self::NotAnId => crate::id::RULE.into(),
+        }
+    }
+}
+
+/// Checks the text rules, then decodes with prost.
 #[derive(Debug, Clone)]
 pub struct ValidatingDecoder<U>(ProstDecoder<U>);
 
@@ -62,10 +92,11 @@ impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
         let bytes = buf.chunk();
         // A decode buffer is one contiguous chunk; were it not, prost alone decides.
         if bytes.len() == buf.remaining()
-            && let Some(path) = nul_field::<U>(bytes)
+            && let Some((path, rule)) = text_violation::<U>(bytes)
         {
             return Err(Status::invalid_argument(format!(
-                "{path}: must not contain the NUL character (U+0000)"
+                "{path}: {}",
+                rule.message()
             )));
         }
         self.0.decode(buf)
@@ -77,22 +108,48 @@ impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
 }
 
 /// The path of the first string field of the encoded `M` in `bytes` that
-/// holds a NUL character, if any.
-pub fn nul_field<M: Name>(bytes: &[u8]) -> Option<String> {
+/// breaks a text rule, and the rule, if any. Only requests (the input types
+/// of the API's methods) are held to the rules: the same codec decodes
+/// answers in clients, and answers quote ids of other kinds.
+pub fn text_violation<M: Name>(bytes: &[u8]) -> Option<(String, TextRule)> {
     let descriptors = Descriptors::get();
     let message = descriptors.message(M::PACKAGE, M::NAME)?;
+    if !descriptors.requests.get(message).copied().unwrap_or(false) {
+        return None;
+    }
     descriptors
         .check(message, bytes, &mut Vec::new())
         .err()
-        .map(|path| path.join("."))
+        .map(|(path, rule)| (path.join("."), rule))
 }
 
 /// What the walk needs to know of a field.
 #[derive(Debug)]
 enum FieldKind {
     Text,
+    Id,
     Message(usize),
     Other,
+}
+
+/// Answers whether a string field holds ids (see the module doc).
+fn is_id_field(name: &str) -> bool {
+    (name.ends_with("_id") || name.ends_with("_ids")) && name != "resource_id" && name != "role_id"
+}
+
+/// The rule `value`, a string field of `kind`, breaks, if any.
+fn text_rule(kind: &FieldKind, value: &[u8]) -> Option<TextRule> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Some(TextRule::TooLong);
+    }
+    match kind {
+        FieldKind::Id if !value.is_empty() => std::str::from_utf8(value)
+            .ok()
+            .filter(|s| crate::id::is_canonical(s))
+            .map_or(Some(TextRule::NotAnId), |_| None),
+        FieldKind::Text | FieldKind::Id if value.contains(&0) => Some(TextRule::Nul),
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -141,6 +198,8 @@ type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 #[derive(Debug, Default)]
 struct Descriptors {
     messages: Vec<MessageFields>,
+    /// By message index: the type is the input of some method.
+    requests: Vec<bool>,
     /// package → message name (nested names joined by `.`) → index.
     by_name: FnvMap<String, FnvMap<String, usize>>,
 }
@@ -192,6 +251,7 @@ impl Descriptors {
                 let mut fields: Vec<Option<Field>> = Vec::new();
                 for f in &t.field {
                     let kind = match f.r#type() {
+                        Type::String if is_id_field(f.name()) => FieldKind::Id,
                         Type::String => FieldKind::Text,
                         Type::Message => full
                             .get(f.type_name())
@@ -214,21 +274,34 @@ impl Descriptors {
                 MessageFields { fields }
             })
             .collect();
-        Self { messages, by_name }
+        let mut requests = vec![false; names.len()];
+        for file in &set.file {
+            for method in file.service.iter().flat_map(|s| &s.method) {
+                if let Some(i) = full.get(method.input_type()) {
+                    requests[*i] = true;
+                }
+            }
+        }
+        Self {
+            messages,
+            requests,
+            by_name,
+        }
     }
 
     fn message(&self, package: &str, name: &str) -> Option<usize> {
         self.by_name.get(package)?.get(name).copied()
     }
 
-    /// `Err(path)` of the first string field holding a NUL; `Ok` otherwise,
-    /// also when the bytes are not a valid encoding (prost reports that).
+    /// `Err((path, rule))` of the first string field breaking a text rule;
+    /// `Ok` otherwise, also when the bytes are not a valid encoding (prost
+    /// reports that).
     fn check<'a>(
         &'a self,
         message: usize,
         mut bytes: &[u8],
         path: &mut Vec<&'a str>,
-    ) -> Result<(), Vec<&'a str>> {
+    ) -> Result<(), (Vec<&'a str>, TextRule)> {
         let Some(fields) = self.messages.get(message) else {
             return Ok(());
         };
@@ -256,20 +329,19 @@ impl Descriptors {
                     match fields.field(number) {
                         Some(Field {
                             name,
-                            kind: FieldKind::Text,
-                        }) if value.contains(&0) => {
-                            path.push(name);
-                            return Err(path.clone());
-                        }
-                        Some(Field {
-                            name,
                             kind: FieldKind::Message(inner),
                         }) => {
                             path.push(name);
                             self.check(*inner, value, path)?;
                             path.pop();
                         }
-                        _ => {}
+                        Some(Field { name, kind }) => {
+                            if let Some(rule) = text_rule(kind, value) {
+                                path.push(name);
+                                return Err((path.clone(), rule));
+                            }
+                        }
+                        None => {}
                     }
                 }
                 // Groups (3, 4) are not used by proto3; anything else is malformed.
@@ -300,13 +372,83 @@ mod tests {
     use crate::proto::v1 as pb;
 
     fn check<M: Message + Name>(m: &M) -> Result<(), String> {
-        nul_field::<M>(&m.encode_to_vec()).map_or(Ok(()), Err)
+        text_violation::<M>(&m.encode_to_vec()).map_or(Ok(()), |(path, _)| Err(path))
+    }
+
+    fn rule<M: Message + Name>(m: &M) -> Option<(String, TextRule)> {
+        text_violation::<M>(&m.encode_to_vec())
+    }
+
+    const WS: &str = "0191c1d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+
+    #[test]
+    fn ids_are_refused_in_any_spelling_but_the_canonical_one() {
+        let mut req = pb::CheckRequest {
+            workspace_id: WS.into(),
+            principal: Some(pb::CheckPrincipal {
+                kind: Some(pb::check_principal::Kind::UserId(WS.to_uppercase())),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            rule(&req),
+            Some(("principal.user_id".into(), TextRule::NotAnId))
+        );
+        req.principal = None;
+        assert_eq!(rule(&req), None);
+        for bad in [
+            format!("{{{WS}}}"),
+            format!("urn:uuid:{WS}"),
+            WS.replace('-', ""),
+            "ws".into(),
+        ] {
+            req.workspace_id = bad;
+            assert_eq!(rule(&req), Some(("workspace_id".into(), TextRule::NotAnId)));
+        }
+        // Empty ids mean "the default" and are left to the domain.
+        req.workspace_id = String::new();
+        assert_eq!(rule(&req), None);
+        // Free-form ids of backends' own objects are text, not ids.
+        let tags = pb::GetResourceTagsRequest {
+            workspace_id: WS.into(),
+            resource_type: "prompts".into(),
+            resource_id: "Welcome Prompt {v2}".into(),
+        };
+        assert_eq!(rule(&tags), None);
+        let key = pb::CreateServiceKeyRequest {
+            workspace_ids: vec![WS.into(), WS.to_uppercase()],
+            ..Default::default()
+        };
+        assert_eq!(
+            rule(&key),
+            Some(("workspace_ids".into(), TextRule::NotAnId))
+        );
+    }
+
+    #[test]
+    fn answers_are_not_held_to_the_request_rules() {
+        let event = pb::AuditEvent {
+            target_id: "a backend's own id".into(),
+            ..Default::default()
+        };
+        assert_eq!(rule(&event), None);
+    }
+
+    #[test]
+    fn every_string_is_bounded() {
+        let mut req = pb::CreateTeamRequest {
+            organization_id: String::new(),
+            name: "x".repeat(MAX_TEXT_BYTES),
+        };
+        assert_eq!(rule(&req), None);
+        req.name.push('x');
+        assert_eq!(rule(&req), Some(("name".into(), TextRule::TooLong)));
     }
 
     #[test]
     fn nul_in_any_string_field_is_found_with_its_path() {
         let mut req = pb::CheckRequest {
-            workspace_id: "ws".into(),
+            workspace_id: WS.into(),
             permission: "datasets:read".into(),
             resource: Some(pb::Resource {
                 r#type: "datasets".into(),
@@ -329,7 +471,7 @@ mod tests {
         assert_eq!(check(&req), Ok(()));
         req.workspace_id = "\0".into();
         assert_eq!(check(&req), Err("workspace_id".to_owned()));
-        req.workspace_id = "ws".into();
+        req.workspace_id = WS.into();
         req.principal = Some(pb::CheckPrincipal {
             kind: Some(pb::check_principal::Kind::ApiKey("k\0".into())),
         });

@@ -57,6 +57,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod front;
+pub mod id;
 pub mod metrics;
 pub mod seed;
 pub mod server;

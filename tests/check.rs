@@ -372,8 +372,8 @@ async fn bad_check_requests_name_the_field(b: Backend) {
             s.key(),
         ))
         .await,
-        Code::NotFound,
-        "workspace",
+        Code::PermissionDenied,
+        "not reachable",
     );
 }
 

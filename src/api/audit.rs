@@ -4,10 +4,11 @@ use tonic::{Request, Response, Status};
 
 use super::{caller, millis, timestamp};
 use crate::{
-    authz::OrgPermission,
+    domain::audit::{self as domain_audit, Log},
+    error::Error,
     proto::v1::{self as pb, audit_service_server::AuditService},
     state::AppState,
-    store::{audit, entity::audit_event, finish_page, page_size},
+    store::{audit, entity::audit_event},
 };
 
 /// The AuditService handlers.
@@ -51,22 +52,33 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let org_id = caller.organization(&req.organization_id).to_owned();
-        caller
-            .authorize_org(&self.state.store, &org_id, OrgPermission::ViewAuditLog)
-            .await?;
         let filter = audit::AuditFilter {
             actor_id: (!req.actor_id.is_empty()).then_some(req.actor_id),
             action: (!req.action.is_empty()).then_some(req.action),
             since_ms: req.start_time.as_ref().map(millis),
             until_ms: req.end_time.as_ref().map(millis),
         };
-        let size = page_size(req.page_size);
-        let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let rows = audit::events(self.state.store.db(), &org_id, &filter, before, size + 1)
-            .await
-            .map_err(crate::error::Error::from)?;
-        let (rows, next_page_token) = finish_page(rows, size, |e| e.id.clone());
+        let log = if req.platform {
+            if !req.organization_id.is_empty() {
+                return Err(Error::invalid(
+                    "organization_id",
+                    "must be empty when reading the platform log",
+                )
+                .into());
+            }
+            Log::Platform
+        } else {
+            Log::Organization(&req.organization_id)
+        };
+        let (rows, next_page_token) = domain_audit::list_events(
+            &self.state,
+            &caller,
+            log,
+            &filter,
+            req.page_size,
+            &req.page_token,
+        )
+        .await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: rows.into_iter().map(event_pb).collect(),
             next_page_token,

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use super::{caller, millis, org_role, org_role_to_pb, principal, timestamp};
 use crate::{
     auth::key::KeyKind,
+    authz::power::Reach,
     domain::{
         Page,
         keys::{self, KeyUpdate, ServiceKeyScope},
@@ -113,7 +114,7 @@ fn service_account_pb(s: service_account::Model) -> pb::ServiceAccount {
         id: s.id,
         organization_id: s.organization_id,
         name: s.name,
-        act_for_users: s.act_for_users,
+        platform: s.platform,
         created_at: Some(timestamp(s.created_at)),
     }
 }
@@ -517,7 +518,7 @@ impl IdentityService for IdentityApi {
             &req.organization_id,
             &req.name,
             role,
-            req.act_for_users,
+            req.platform,
         )
         .await?;
         Ok(Response::new(pb::CreateServiceAccountResponse {
@@ -708,24 +709,23 @@ impl IdentityService for IdentityApi {
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
         let caller = caller(&request)?;
-        let workspace = match caller.workspace(&self.state.store, "").await {
-            Ok(ws) => ws.id,
-            Err(Error::PermissionDenied(_)) if caller.tenant.is_none() => String::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let org_id = caller.key.organization_id().to_owned();
-        let role = match caller.org_role(&self.state.store, &org_id).await {
-            Ok(role) => org_role_to_pb(role.as_str()),
-            Err(_) => pb::OrgRole::Unspecified as i32,
+        let me = keys::who_am_i(&self.state, &caller).await?;
+        let key_workspace_ids = match &caller.key.reach {
+            Reach::Organization => Vec::new(),
+            Reach::Workspaces(ids) => ids.clone(),
         };
         Ok(Response::new(pb::WhoAmIResponse {
             principal: Some(principal(&caller.principal)),
-            organization_id: org_id,
-            workspace_id: workspace,
+            organization_id: caller.key.organization_id().to_owned(),
+            workspace_id: me.workspace_id.unwrap_or_default(),
             api_key_id: caller.key.key.id.clone(),
             kind: kind_pb(Some(caller.key.kind)),
-            org_role: role,
+            org_role: me.org_role.map_or(pb::OrgRole::Unspecified as i32, |r| {
+                org_role_to_pb(r.as_str())
+            }),
             acting_service_account_id: caller.acting_service_account_id.clone().unwrap_or_default(),
+            platform: me.platform,
+            key_workspace_ids,
         }))
     }
 }

@@ -1,9 +1,5 @@
-//! Resolving an API key to a principal, and the caller of an RPC.
-//!
-//! A key acts only inside its own organization. The one exception is
-//! `x-act-as-user`: a service account allowed to act for users (the product's
-//! backend, which signed the user in) names a user, and the call is then
-//! authorized exactly as that user, in whichever organizations they belong to.
+//! Resolving an API key to a principal, and building the caller of an RPC
+//! from its metadata. What a caller may do is decided in `domain::authorize`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,16 +9,13 @@ use tonic::codegen::http::HeaderMap;
 use crate::{
     auth::key::{self, KeyKind},
     authz::{
-        OrgPermission, OrgRole,
+        OrgRole,
         cache::{CacheCounters, CacheStats, Id, Invalidation, parse_id},
+        power::{Reach, Tier},
     },
     error::{Error, Result},
     state::AppState,
-    store::{
-        Store,
-        entity::{api_key, workspace},
-        identity, keys, now_ms,
-    },
+    store::{Store, entity::api_key, identity, keys, now_ms},
 };
 
 /// Metadata naming the workspace a call acts in.
@@ -37,17 +30,6 @@ pub enum PrincipalId {
     ServiceAccount(String),
 }
 
-/// Where a key may act.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyScope {
-    /// A personal access token: wherever its user may act in the organization.
-    User,
-    /// A service key for every workspace of the organization.
-    Organization,
-    /// A service key for these workspaces only.
-    Workspaces(Vec<String>),
-}
-
 /// A valid key and what it stands for.
 #[derive(Clone, Debug)]
 pub struct ResolvedKey {
@@ -58,9 +40,10 @@ pub struct ResolvedKey {
     pub principal: PrincipalId,
     /// The principal's role in the key's organization.
     pub org_role: OrgRole,
-    /// The key's service account may act for users.
-    pub act_for_users: bool,
-    pub scope: KeyScope,
+    /// The key belongs to a platform account.
+    pub platform: bool,
+    /// Where the key may act.
+    pub reach: Reach,
 }
 
 /// Numeric ids of a key, its organization and its principal.
@@ -206,8 +189,8 @@ async fn load_key(store: &Store, kind: KeyKind, digest: &[u8; 32]) -> Result<Res
                 ids,
                 principal: PrincipalId::User(user_id),
                 org_role,
-                act_for_users: false,
-                scope: KeyScope::User,
+                platform: false,
+                reach: Reach::Organization,
                 key,
                 kind,
             })
@@ -218,19 +201,21 @@ async fn load_key(store: &Store, kind: KeyKind, digest: &[u8; 32]) -> Result<Res
                 .await?
                 .ok_or_else(stale)?;
             let org_role = OrgRole::from_db(&sa.role).ok_or_else(stale)?;
-            let scope = match key.scope.as_deref() {
-                Some("workspaces") => KeyScope::Workspaces(
+            let reach = match key.scope.as_deref() {
+                Some("workspaces") => Reach::Workspaces(
                     serde_json::from_str(&key.workspace_ids).map_err(|_| stale())?,
                 ),
-                _ => KeyScope::Organization,
+                Some("organization") => Reach::Organization,
+                // Stored data that does not parse fails closed.
+                _ => return Err(stale()),
             };
             ids.principal = parse_id(&sa_id).unwrap_or_default();
             Ok(ResolvedKey {
                 ids,
                 principal: PrincipalId::ServiceAccount(sa_id),
                 org_role,
-                act_for_users: sa.act_for_users,
-                scope,
+                platform: sa.platform,
+                reach,
                 key,
                 kind,
             })
@@ -238,14 +223,15 @@ async fn load_key(store: &Store, kind: KeyKind, digest: &[u8; 32]) -> Result<Res
     }
 }
 
-/// The authenticated caller of an RPC.
+/// The authenticated caller of an RPC: who presented which key, for whom and
+/// where. What it may do is decided in `domain::authorize`, nowhere else.
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// The key the call was made with.
     pub key: Arc<ResolvedKey>,
     /// Who the call is authorized as: the key's principal, or the acted-for user.
     pub principal: PrincipalId,
-    /// Set when a service account acts for a user.
+    /// Set when a platform account acts for a user (`x-act-as-user`).
     pub acting_service_account_id: Option<String>,
     /// The `x-tenant-id` metadata, if given.
     pub tenant: Option<String>,
@@ -269,8 +255,8 @@ impl Caller {
                 Error::Unauthenticated("`authorization` metadata must be `Bearer <api key>`".into())
             })?;
         let key = resolve_key(state, secret).await?;
-        let tenant = header_str(headers, TENANT_HEADER)?;
-        let act_as = header_str(headers, ACT_AS_HEADER)?;
+        let tenant = id_header(headers, TENANT_HEADER)?;
+        let act_as = id_header(headers, ACT_AS_HEADER)?;
         let Some(user_id) = act_as else {
             return Ok(Self {
                 principal: key.principal.clone(),
@@ -281,19 +267,11 @@ impl Caller {
         };
         let PrincipalId::ServiceAccount(sa_id) = &key.principal else {
             return Err(Error::PermissionDenied(
-                "`x-act-as-user` is only for service keys allowed to act for users".into(),
+                "`x-act-as-user` is a platform power: personal access tokens cannot act for users"
+                    .into(),
             ));
         };
-        if !key.act_for_users {
-            return Err(Error::PermissionDenied(
-                "this service account may not act for users (`x-act-as-user`)".into(),
-            ));
-        }
-        if identity::user(state.store.db(), &user_id).await?.is_none() {
-            return Err(Error::NotFound(format!(
-                "x-act-as-user: user `{user_id}` not found"
-            )));
-        }
+        Tier::may_act_for_users(key.platform).map_err(|d| Error::PermissionDenied(d.0))?;
         Ok(Self {
             acting_service_account_id: Some(sa_id.clone()),
             principal: PrincipalId::User(user_id),
@@ -307,7 +285,7 @@ impl Caller {
         match &self.principal {
             PrincipalId::User(id) => Ok(id),
             PrincipalId::ServiceAccount(_) => Err(Error::PermissionDenied(
-                "only a user may do this: use a personal access token, or a service key with `x-act-as-user`".into(),
+                "only a user may do this: use a personal access token, or a platform key with `x-act-as-user`".into(),
             )),
         }
     }
@@ -321,131 +299,37 @@ impl Caller {
         }
     }
 
-    /// Answers whether the caller may act for users.
-    pub fn may_act_for_users(&self) -> bool {
-        self.acting_service_account_id.is_none() && self.key.act_for_users
+    /// Answers whether a platform account acts for a user in this call.
+    pub fn is_acting(&self) -> bool {
+        self.acting_service_account_id.is_some()
     }
 
-    /// The caller's role in an organization.
-    pub async fn org_role(&self, store: &Store, org_id: &str) -> Result<OrgRole> {
-        if self.acting_service_account_id.is_none() {
-            if org_id != self.key.organization_id() {
-                return Err(Error::PermissionDenied(format!(
-                    "the api key belongs to another organization than `{org_id}`"
-                )));
-            }
-            return Ok(self.key.org_role);
+    /// The caller's platform tier, as the cached key says (decisions that
+    /// change something confirm it in storage).
+    pub fn tier(&self) -> Tier {
+        Tier {
+            platform_key: self.key.platform,
+            acting: self.is_acting(),
+            whole_organization: self.key.reach.is_whole_organization(),
         }
-        let user_id = self.user_id()?;
-        let member = identity::membership(store.db(), org_id, user_id)
-            .await?
-            .ok_or_else(|| {
-                Error::PermissionDenied(format!(
-                    "user `{user_id}` is not a member of organization `{org_id}`"
-                ))
-            })?;
-        OrgRole::from_db(&member.role)
-            .ok_or_else(|| Error::PermissionDenied("unknown organization role".into()))
-    }
-
-    /// Authorizes an organization-level action; returns the caller's role.
-    pub async fn authorize_org(
-        &self,
-        store: &Store,
-        org_id: &str,
-        permission: OrgPermission,
-    ) -> Result<OrgRole> {
-        let role = self.org_role(store, org_id).await?;
-        if !role.allows(permission) {
-            return Err(Error::PermissionDenied(format!(
-                "{} lacks the organization permission `{}`",
-                role.as_str(),
-                permission.name()
-            )));
-        }
-        Ok(role)
-    }
-
-    /// Resolves the workspace a call acts in: `requested` (a request field),
-    /// else `x-tenant-id`, else the key's default.
-    pub async fn workspace(&self, store: &Store, requested: &str) -> Result<workspace::Model> {
-        let named = if requested.is_empty() {
-            self.tenant.as_deref()
-        } else {
-            Some(requested)
-        };
-        let conn = store.db();
-        let Some(id) = named else {
-            return self.default_workspace(store).await;
-        };
-        let ws = identity::workspace(conn, id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("workspace `{id}` not found")))?;
-        if let Some(_sa) = &self.acting_service_account_id {
-            let user_id = self.user_id()?;
-            if identity::membership(conn, &ws.organization_id, user_id)
-                .await?
-                .is_none()
-            {
-                return Err(Error::PermissionDenied(format!(
-                    "user `{user_id}` is not a member of the organization of workspace `{id}`"
-                )));
-            }
-            return Ok(ws);
-        }
-        if ws.organization_id != self.key.organization_id() {
-            return Err(Error::PermissionDenied(format!(
-                "workspace `{id}` belongs to another organization than the api key"
-            )));
-        }
-        if let KeyScope::Workspaces(allowed) = &self.key.scope
-            && !allowed.iter().any(|w| w == id)
-        {
-            return Err(Error::PermissionDenied(format!(
-                "the service key is not scoped to workspace `{id}`"
-            )));
-        }
-        Ok(ws)
-    }
-
-    async fn default_workspace(&self, store: &Store) -> Result<workspace::Model> {
-        let missing = || {
-            Error::PermissionDenied(
-                "x-tenant-id is required: name the target workspace (organization-scoped service keys have no default workspace)".into(),
-            )
-        };
-        let conn = store.db();
-        let id = match (&self.principal, &self.key.scope) {
-            (PrincipalId::User(user_id), _) => {
-                identity::membership(conn, self.key.organization_id(), user_id)
-                    .await?
-                    .ok_or_else(missing)?
-                    .default_workspace_id
-            }
-            (PrincipalId::ServiceAccount(_), KeyScope::Workspaces(ids)) if ids.len() == 1 => {
-                ids[0].clone()
-            }
-            _ => return Err(missing()),
-        };
-        identity::workspace(conn, &id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("workspace `{id}` not found")))
     }
 }
 
-fn header_str(headers: &HeaderMap, name: &'static str) -> Result<Option<String>> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| Error::invalid(name, "must be ASCII"))?
-                .trim();
-            if s.is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(s.to_owned()))
-            }
-        }
+/// An id named by metadata: absent or empty is `None`; anything but an id in
+/// canonical form is refused, naming the header.
+fn id_header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let s = value
+        .to_str()
+        .map_err(|_| Error::invalid(name, crate::id::RULE))?
+        .trim();
+    if s.is_empty() {
+        return Ok(None);
     }
+    if !crate::id::is_canonical(s) {
+        return Err(Error::invalid(name, crate::id::RULE));
+    }
+    Ok(Some(s.to_owned()))
 }

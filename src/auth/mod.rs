@@ -4,4 +4,4 @@
 pub mod caller;
 pub mod key;
 
-pub use caller::{Caller, KeyScope, PrincipalId, ResolvedKey};
+pub use caller::{Caller, PrincipalId, ResolvedKey};

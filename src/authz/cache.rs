@@ -29,13 +29,8 @@ use super::{
     engine::Access,
 };
 
-/// A 128-bit id (every id Portcullis issues is a UUID).
-pub type Id = u128;
-
-/// Parses an id; `None` for anything that is not a UUID (which names nothing).
-pub fn parse_id(s: &str) -> Option<Id> {
-    uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
-}
+/// Cache keys are built from ids in their one canonical spelling.
+pub use crate::id::{Id, parse as parse_id};
 
 /// The kind of principal a set is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -299,6 +294,10 @@ pub enum LoadError<E> {
 /// Registered tags of a resource, by (workspace, type, id).
 pub type ResourceKey = (Id, String, String);
 
+/// What storage holds for a resource: its registered tags, or `None` when it
+/// is not registered.
+pub type RegisteredTags = Option<Arc<[(String, String)]>>;
+
 type InFlight = Arc<OnceCell<Arc<ResolvedSet>>>;
 
 /// The resolved sets and catalogues of one replica.
@@ -307,7 +306,7 @@ pub struct DecisionCache {
     sets: Cache<SetKey, Arc<ResolvedSet>>,
     loading: Arc<Mutex<HashMap<SetKey, InFlight>>>,
     catalogues: Cache<Id, Arc<Catalogue>>,
-    resources: Cache<ResourceKey, Arc<[(String, String)]>>,
+    resources: Cache<ResourceKey, RegisteredTags>,
     epoch: Arc<AtomicU64>,
     counters: CacheCounters,
 }
@@ -436,18 +435,13 @@ impl DecisionCache {
         }
     }
 
-    /// The cached registered tags of a resource.
-    pub fn resource_tags(&self, key: &ResourceKey) -> Option<Arc<[(String, String)]>> {
+    /// What the cache knows of a resource's registration, if anything.
+    pub fn resource_tags(&self, key: &ResourceKey) -> Option<RegisteredTags> {
         self.resources.get(key)
     }
 
-    /// Caches a resource's registered tags, unless an invalidation ran since `epoch`.
-    pub async fn put_resource_tags(
-        &self,
-        key: ResourceKey,
-        tags: Arc<[(String, String)]>,
-        epoch: u64,
-    ) {
+    /// Caches a resource's registration, unless an invalidation ran since `epoch`.
+    pub async fn put_resource_tags(&self, key: ResourceKey, tags: RegisteredTags, epoch: u64) {
         if self.epoch() == epoch {
             self.resources.insert(key, tags);
         }

@@ -21,11 +21,32 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// A scope no resource is inside (what a damaged stored scope reads as).
+    pub fn nothing() -> Self {
+        Self {
+            conditions: vec![TagCondition {
+                key: String::new(),
+                values: Vec::new(),
+            }],
+        }
+    }
+
     /// Answers whether a resource with `tags` is inside the scope.
     pub fn matches(&self, tags: &[(String, String)]) -> bool {
         self.conditions.iter().all(|c| {
             tags.iter()
                 .any(|(k, v)| *k == c.key && c.values.iter().any(|x| x == v))
+        })
+    }
+
+    /// Answers whether every resource inside this scope is inside `other`
+    /// too: each of `other`'s conditions is implied by one of this scope's on
+    /// the same key, allowing no value `other` does not.
+    pub fn within(&self, other: &Scope) -> bool {
+        other.conditions.iter().all(|wide| {
+            self.conditions.iter().any(|narrow| {
+                narrow.key == wide.key && narrow.values.iter().all(|v| wide.values.contains(v))
+            })
         })
     }
 
@@ -71,6 +92,25 @@ impl Access {
     /// Workspace-level actions pass no tags, so only unscoped grants apply.
     pub fn allows(&self, permission: u16, tags: &[(String, String)]) -> bool {
         self.org_admin || self.grants.iter().any(|g| g.allows(permission, tags))
+    }
+
+    /// The first permission of `wanted` the holder could not pass on in a
+    /// grant with `scope`: one no grant of theirs holds over at least every
+    /// resource the new grant would cover. `None` when they hold it all.
+    pub fn first_not_covered(&self, wanted: &PermissionSet, scope: Option<&Scope>) -> Option<u16> {
+        if self.org_admin {
+            return None;
+        }
+        wanted.iter().find(|p| {
+            !self.grants.iter().any(|g| {
+                g.permissions.contains(*p)
+                    && match (&g.scope, scope) {
+                        (None, _) => true,
+                        (Some(held), Some(given)) => given.within(held),
+                        (Some(_), None) => false,
+                    }
+            })
+        })
     }
 
     /// Answers whether the principal holds anything in the workspace.
@@ -161,6 +201,43 @@ mod tests {
             !a.allows(1, &[]),
             "workspace-level actions ignore scoped grants"
         );
+    }
+
+    #[test]
+    fn a_grant_passes_on_only_what_it_holds_as_broadly() {
+        let prod = scope(&[("Environment", &["prod"])]);
+        let prod_or_dev = scope(&[("Environment", &["prod", "dev"])]);
+        let prod_checkout = scope(&[("Environment", &["prod"]), ("Application", &["checkout"])]);
+        assert!(prod.within(&prod_or_dev));
+        assert!(!prod_or_dev.within(&prod));
+        assert!(prod_checkout.within(&prod));
+        assert!(!prod.within(&prod_checkout));
+        let holder = Access {
+            org_admin: false,
+            grants: vec![grant(&[1], None), grant(&[2], Some(prod_or_dev.clone()))],
+        };
+        let wanted = |ps: &[u16]| {
+            let mut set = PermissionSet::default();
+            for p in ps {
+                set.insert(*p);
+            }
+            set
+        };
+        assert_eq!(holder.first_not_covered(&wanted(&[1]), None), None);
+        assert_eq!(holder.first_not_covered(&wanted(&[1, 2]), None), Some(2));
+        assert_eq!(
+            holder.first_not_covered(&wanted(&[1, 2]), Some(&prod)),
+            None
+        );
+        assert_eq!(
+            holder.first_not_covered(&wanted(&[3]), Some(&prod)),
+            Some(3)
+        );
+        let admin = Access {
+            org_admin: true,
+            grants: vec![],
+        };
+        assert_eq!(admin.first_not_covered(&wanted(&[3]), None), None);
     }
 
     #[test]

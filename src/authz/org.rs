@@ -5,6 +5,9 @@
 //! | view configuration, roles, members, retention, usage limits | ✓ | ✓ | ✓ |
 //! | create personal access tokens       |        |  ✓   |   ✓   |
 //! | everything else (billing, workspaces, roles, invites, members, teams, service accounts, keys, settings, audit) | | | ✓ |
+//!
+//! A key limited to some workspaces holds, of its principal's permissions,
+//! only those that stay inside them ([`OrgPermission::needs_whole_organization`]).
 
 /// An organization role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +52,19 @@ impl OrgRole {
     /// Answers whether this role holds `permission`.
     pub const fn allows(self, permission: OrgPermission) -> bool {
         self.permissions().contains(permission)
+    }
+
+    /// Answers whether this role holds no permission `other` lacks.
+    pub const fn at_most(self, other: OrgRole) -> bool {
+        self.rank() <= other.rank()
+    }
+
+    const fn rank(self) -> u8 {
+        match self {
+            Self::Viewer => 0,
+            Self::User => 1,
+            Self::Admin => 2,
+        }
     }
 }
 
@@ -113,6 +129,24 @@ impl OrgPermission {
 
     const fn bit(self) -> u32 {
         1 << (self as u8)
+    }
+
+    /// Answers whether the permission acts on the organization as a whole,
+    /// so that a key limited to some workspaces never holds it: everything
+    /// but reading the organization and its roles (needed to work in a
+    /// workspace) and what is exercised on one workspace (its settings, admin
+    /// of it), which such a key holds inside its workspaces only.
+    pub const fn needs_whole_organization(self) -> bool {
+        !matches!(
+            self,
+            Self::ViewOrganization
+                | Self::ViewRoles
+                | Self::ViewRetention
+                | Self::ViewUsageLimits
+                | Self::UpdateRetention
+                | Self::UpdateUsageLimits
+                | Self::AdminAllWorkspaces
+        )
     }
 
     /// The permission's name in the catalogue, `<resource_type>:<action>`.

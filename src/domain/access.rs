@@ -1,19 +1,18 @@
-//! Loading what a principal holds in a workspace, and authorizing workspace
-//! actions with the check engine. The same evaluation answers Check.
+//! Loading what a principal holds in a workspace: the catalogue, the grants
+//! that reach it and their roles' permissions. Check and the authorization of
+//! workspace actions (`authorize`) evaluate the same loaded data.
 
 use std::collections::HashMap;
 
 use sea_orm::ConnectionTrait;
 
 use crate::{
-    auth::{Caller, PrincipalId},
+    auth::PrincipalId,
     authz::{
         OrgRole,
         catalogue::{Catalogue, PermissionSet, SystemRole},
         engine::{Access, EffectiveGrant, Scope, TagCondition},
     },
-    error::{Error, Result},
-    state::AppState,
     store::{
         StoreResult,
         entity::{grant, workspace},
@@ -65,28 +64,31 @@ pub fn scope_to_json(scope: &Scope) -> String {
     serde_json::json!({ "conditions": conditions }).to_string()
 }
 
-/// Decodes a stored scope.
+/// Decodes a stored scope. A scope that does not parse matches nothing: a
+/// damaged scoped grant must not become a grant on every resource.
 pub fn scope_from_json(json: &str) -> Scope {
-    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    let conditions = value["conditions"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| TagCondition {
-                    key: c["key"].as_str().unwrap_or_default().to_owned(),
-                    values: c["values"]
-                        .as_array()
-                        .map(|vs| {
-                            vs.iter()
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+    let parsed: Option<Vec<TagCondition>> = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|value| {
+            value["conditions"]
+                .as_array()?
+                .iter()
+                .map(|c| {
+                    let key = c["key"].as_str().filter(|k| !k.is_empty())?.to_owned();
+                    let values = c["values"]
+                        .as_array()?
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<String>>>()
+                        .filter(|vs| !vs.is_empty())?;
+                    Some(TagCondition { key, values })
                 })
                 .collect()
-        })
-        .unwrap_or_default();
-    Scope { conditions }
+        });
+    match parsed {
+        Some(conditions) if !conditions.is_empty() => Scope { conditions },
+        _ => Scope::nothing(),
+    }
 }
 
 /// The permission sets of the roles grants name: system roles from the
@@ -120,6 +122,26 @@ pub async fn role_permissions<C: ConnectionTrait>(
         sets.insert(role.id, set);
     }
     Ok(sets)
+}
+
+/// The permissions of one role a grant may name: a system role's from the
+/// catalogue, a custom role's from storage (none if it does not exist).
+pub async fn permissions_of_role<C: ConnectionTrait>(
+    conn: &C,
+    catalogue: &Catalogue,
+    role_id: &str,
+) -> StoreResult<PermissionSet> {
+    if let Some(role) = SystemRole::parse(role_id) {
+        return Ok(catalogue.system_role(role));
+    }
+    let mut set = PermissionSet::default();
+    for role in roles::roles_by_ids(conn, &[role_id.to_owned()]).await? {
+        let names: Vec<String> = serde_json::from_str(&role.permissions).unwrap_or_default();
+        for id in names.iter().filter_map(|n| catalogue.id(n)) {
+            set.insert(id);
+        }
+    }
+    Ok(set)
 }
 
 /// Loads what `principal` holds in `workspace`.
@@ -159,29 +181,34 @@ pub async fn resolve<C: ConnectionTrait>(
     })
 }
 
-/// Authorizes a workspace-level action of the caller: `ORG_ADMIN`, or an
-/// unscoped grant whose role holds `permission`.
-pub async fn authorize_workspace(
-    state: &AppState,
-    caller: &Caller,
-    ws: &workspace::Model,
-    permission: &str,
-) -> Result<()> {
-    let org_role = caller.org_role(&state.store, &ws.organization_id).await?;
-    if org_role == OrgRole::Admin {
-        return Ok(());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_round_trip_and_damaged_ones_match_nothing() {
+        let scope = Scope {
+            conditions: vec![TagCondition {
+                key: "Environment".into(),
+                values: vec!["prod".into()],
+            }],
+        };
+        assert_eq!(scope_from_json(&scope_to_json(&scope)), scope);
+        let prod = [("Environment".to_owned(), "prod".to_owned())];
+        for damaged in [
+            "",
+            "{",
+            "{}",
+            r#"{"conditions": []}"#,
+            r#"{"conditions": [{"key": "Environment"}]}"#,
+            r#"{"conditions": [{"key": "", "values": ["prod"]}]}"#,
+            r#"{"conditions": [{"key": "Environment", "values": []}]}"#,
+            r#"{"conditions": [{"key": "Environment", "values": [1]}]}"#,
+        ] {
+            assert!(
+                !scope_from_json(damaged).matches(&prod),
+                "{damaged:?} must match nothing"
+            );
+        }
     }
-    let conn = state.store.db();
-    let catalogue = catalogue(conn, &ws.organization_id).await?;
-    let id = catalogue
-        .id(permission)
-        .ok_or_else(|| Error::FailedPrecondition(format!("unknown permission `{permission}`")))?;
-    let access = resolve(conn, &catalogue, ws, &caller.principal, Some(org_role)).await?;
-    if access.allows(id, &[]) {
-        return Ok(());
-    }
-    Err(Error::PermissionDenied(format!(
-        "missing permission `{permission}` in workspace `{}`",
-        ws.key
-    )))
 }

@@ -1,11 +1,29 @@
-//! Recording changes in the audit log, inside the change's own transaction.
+//! The audit log: recording changes inside the change's own transaction, and
+//! reading them back. Each organization has its log, holding only what
+//! touches it; changes that belong to no organization (users registered,
+//! platform accounts and their keys) go to the platform log, which only
+//! platform accounts read.
 
 use crate::{
     auth::{Caller, PrincipalId},
-    domain::tx::Tx,
-    store::{StoreResult, entity::audit_event, identity::insert, now_ms},
+    authz::{OrgPermission, power::PlatformPower},
+    domain::{authorize, tx::Tx},
+    error::Result,
+    state::AppState,
+    store::{
+        StoreResult,
+        audit::{self, AuditFilter},
+        entity::audit_event,
+        finish_page,
+        identity::insert,
+        now_ms, page_size,
+    },
 };
 use sea_orm::IntoActiveModel;
+
+/// Most bytes of an event's details; larger details are replaced by a note
+/// of their size, so every event stays readable.
+pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
 
 /// Who made a change.
 #[derive(Clone, Debug)]
@@ -51,6 +69,7 @@ impl Actor {
 
 /// One change to record.
 pub struct Change<'a> {
+    /// The organization whose log records it; `None`: the platform log.
     pub organization_id: Option<&'a str>,
     /// `<object>.<verb>`, e.g. `member.remove`.
     pub action: &'a str,
@@ -62,6 +81,10 @@ pub struct Change<'a> {
 
 /// Records a change in the transaction that makes it.
 pub async fn record(tx: &Tx, actor: &Actor, change: Change<'_>) -> StoreResult<()> {
+    let mut details = change.details.to_string();
+    if details.len() > MAX_DETAILS_BYTES {
+        details = serde_json::json!({ "truncated": true, "bytes": details.len() }).to_string();
+    }
     let row = audit_event::Model {
         id: uuid::Uuid::now_v7().to_string(),
         organization_id: change.organization_id.map(str::to_owned),
@@ -71,9 +94,46 @@ pub async fn record(tx: &Tx, actor: &Actor, change: Change<'_>) -> StoreResult<(
         action: change.action.to_owned(),
         target_type: change.target_type.to_owned(),
         target_id: change.target_id.to_owned(),
-        details: change.details.to_string(),
+        details,
         revision: i64::try_from(tx.revision()).unwrap_or(i64::MAX),
         created_at: now_ms(),
     };
     insert(tx.conn(), row.into_active_model()).await
+}
+
+/// Which log to read.
+#[derive(Clone, Copy, Debug)]
+pub enum Log<'a> {
+    /// An organization's (`""`: the calling key's).
+    Organization(&'a str),
+    /// The platform log.
+    Platform,
+}
+
+/// A page of a log, newest first: an organization's for those who may read
+/// its audit log, the platform's for platform accounts.
+pub async fn list_events(
+    state: &AppState,
+    caller: &Caller,
+    log: Log<'_>,
+    filter: &AuditFilter,
+    size: u32,
+    token: &str,
+) -> Result<(Vec<audit_event::Model>, String)> {
+    let conn = state.store.db();
+    let org_id = match log {
+        Log::Organization(requested) => {
+            let org_id = caller.organization(requested);
+            authorize::org(conn, caller, org_id, OrgPermission::ViewAuditLog).await?;
+            Some(org_id)
+        }
+        Log::Platform => {
+            authorize::platform(conn, caller, PlatformPower::ReadPlatformLog).await?;
+            None
+        }
+    };
+    let size = page_size(size);
+    let before = (!token.is_empty()).then_some(token);
+    let rows = audit::events(conn, org_id, filter, before, size + 1).await?;
+    Ok(finish_page(rows, size, |e| e.id.clone()))
 }

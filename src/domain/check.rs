@@ -1,23 +1,27 @@
 //! The check path: resolve the principal and the workspace, authorize the
-//! caller to ask, take the resolved set from the cache (or load it once),
-//! and decide with a bit test; tags are looked at only when a scoped grant
-//! could decide.
+//! caller to ask ([`authorize::check_caller`], on the cached key and the
+//! workspace's organization, before anything about the principal is loaded or
+//! cached), take the resolved set from the cache (or load it once), and decide
+//! with a bit test; tags are looked at only when a scoped grant could decide.
 //!
-//! Who may ask: a service key of the workspace's organization (within its
-//! workspace scope) — that is what backends use; a user about themself; an
-//! `ORG_ADMIN` about anyone in the organization.
+//! Tags: a registered resource's tags are authoritative. Inline tags (checked
+//! by the same rules as registered ones) apply only to a resource that is not
+//! registered or is sent without an id, so a caller cannot widen what the
+//! registered tags say.
 
 use std::{collections::HashMap, sync::Arc};
 
 use super::{
     access::{self, role_permissions, scope_from_json},
+    authorize,
     resources::tags_from_json,
+    rules,
 };
 use crate::{
-    auth::{Caller, KeyScope, PrincipalId, caller::resolve_key},
+    auth::{Caller, PrincipalId, caller::resolve_key},
     authz::{
         OrgRole,
-        cache::{Id, LoadError, PrincipalKind, ResolvedSet, SetKey, Verdict, parse_id},
+        cache::{LoadError, PrincipalKind, ResolvedSet, SetKey, Verdict, parse_id},
         catalogue::Catalogue,
         engine::{Access, EffectiveGrant, Scope},
     },
@@ -40,7 +44,7 @@ pub enum CheckPrincipal {
 pub struct Resource {
     pub resource_type: String,
     pub id: String,
-    /// Inline tags; when empty, the registered tags of (type, id) are used.
+    /// Inline tags, for a resource that is not registered.
     pub tags: Vec<(String, String)>,
 }
 
@@ -74,7 +78,7 @@ pub struct Subject {
     pub bad_key: Option<String>,
 }
 
-async fn catalogue_of(state: &AppState, org: Id, org_id: &str) -> Result<Arc<Catalogue>> {
+async fn catalogue_of(state: &AppState, org: u128, org_id: &str) -> Result<Arc<Catalogue>> {
     if let Some(c) = state.decisions.catalogue(org) {
         return Ok(c);
     }
@@ -102,7 +106,16 @@ async fn load_set(
             Arc::new(Catalogue::new([])),
         ));
     };
-    let org = parse_id(&ws.organization_id).unwrap_or_default();
+    // Stored data that does not parse fails closed: no organization, nothing allowed.
+    let Some(org) = parse_id(&ws.organization_id) else {
+        return Ok(ResolvedSet::new(
+            revision,
+            None,
+            None,
+            Access::default(),
+            Arc::new(Catalogue::new([])),
+        ));
+    };
     let role = match principal {
         PrincipalId::User(id) => identity::membership(conn, &ws.organization_id, id)
             .await?
@@ -127,27 +140,28 @@ async fn load_set(
     ))
 }
 
-/// The resolved set of `principal` in `workspace_id`, from the cache when it
-/// is fresh enough.
-pub async fn resolved_set(
-    state: &AppState,
-    principal: &PrincipalId,
-    workspace_id: &str,
-    at_least_revision: u64,
-) -> Result<Option<Arc<ResolvedSet>>> {
+fn set_key(principal: &PrincipalId, workspace_id: &str) -> Option<SetKey> {
     let (kind, id) = match principal {
         PrincipalId::User(id) => (PrincipalKind::User, id),
         PrincipalId::ServiceAccount(id) => (PrincipalKind::ServiceAccount, id),
     };
-    let (Some(principal_id), Some(workspace)) = (parse_id(id), parse_id(workspace_id)) else {
-        // Not a UUID: names nothing Portcullis issued.
-        return Ok(None);
-    };
-    let key = SetKey {
+    Some(SetKey {
         kind,
-        principal: principal_id,
-        workspace,
-    };
+        principal: parse_id(id)?,
+        workspace: parse_id(workspace_id)?,
+    })
+}
+
+/// The resolved set of `principal` in `workspace_id`, from the cache when it
+/// is fresh enough, else loaded once and cached. Only for callers already
+/// authorized to ask.
+async fn resolved_set(
+    state: &AppState,
+    key: SetKey,
+    principal: &PrincipalId,
+    workspace_id: &str,
+    at_least_revision: u64,
+) -> Result<Arc<ResolvedSet>> {
     for _ in 0..3 {
         match state
             .decisions
@@ -160,14 +174,63 @@ pub async fn resolved_set(
         {
             // A shared load that began before the asked-for revision: load again.
             Ok(set) if set.revision < at_least_revision => continue,
-            Ok(set) => return Ok(Some(set)),
+            Ok(set) => return Ok(set),
             Err(LoadError::Raced) => continue,
             Err(LoadError::Failed(e)) => return Err(e),
         }
     }
     // Changes keep racing the load: answer from a fresh, uncached load.
     let set = Arc::new(load_set(state, principal, workspace_id).await?);
-    check_fresh(set, at_least_revision).map(Some)
+    check_fresh(set, at_least_revision)
+}
+
+/// The resolved set of `principal` in `workspace_id` for a caller authorized
+/// to ask about it. A cached set is authorized on the organization it holds;
+/// otherwise the caller is authorized on the workspace's organization before
+/// anything is loaded, so an unauthorized caller leaves nothing in any cache.
+async fn authorized_set(
+    state: &AppState,
+    caller: &Caller,
+    principal: &PrincipalId,
+    workspace_id: &str,
+    at_least_revision: u64,
+) -> Result<Arc<ResolvedSet>> {
+    // Ids are canonical by the time they get here (the codec and the
+    // metadata parser refuse other spellings); anything else names nothing.
+    let key = set_key(principal, workspace_id)
+        .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
+    if let Some(set) = state.decisions.get(&key, at_least_revision) {
+        let org = set
+            .organization
+            .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
+        authorize::check_caller(state, caller, org, workspace_id, principal).await?;
+        return Ok(set);
+    }
+    let org = identity::workspace(state.store.db(), workspace_id)
+        .await?
+        .and_then(|ws| parse_id(&ws.organization_id))
+        .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
+    authorize::check_caller(state, caller, org, workspace_id, principal).await?;
+    let set = resolved_set(state, key, principal, workspace_id, at_least_revision).await?;
+    if set.organization != Some(org) {
+        // The workspace went away while loading.
+        return Err(authorize::unreachable_workspace(workspace_id));
+    }
+    Ok(set)
+}
+
+/// The resolved set of `principal` in `workspace_id`, cached or loaded,
+/// with no authorization of its own: for code that has already decided the
+/// caller may ask (and for benchmarks of the cold path).
+pub async fn resolved_set_for_authorized_caller(
+    state: &AppState,
+    principal: &PrincipalId,
+    workspace_id: &str,
+    at_least_revision: u64,
+) -> Result<Arc<ResolvedSet>> {
+    let key = set_key(principal, workspace_id)
+        .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
+    resolved_set(state, key, principal, workspace_id, at_least_revision).await
 }
 
 fn check_fresh(set: Arc<ResolvedSet>, at_least_revision: u64) -> Result<Arc<ResolvedSet>> {
@@ -180,61 +243,10 @@ fn check_fresh(set: Arc<ResolvedSet>, at_least_revision: u64) -> Result<Arc<Reso
     Ok(set)
 }
 
-fn id_string(id: Id) -> String {
-    uuid::Uuid::from_u128(id).hyphenated().to_string()
-}
-
-/// Checks that the caller may ask about `principal` in a workspace of `org`.
-async fn authorize_caller(
-    state: &AppState,
-    caller: &Caller,
-    org: Id,
-    workspace_id: &str,
-    principal: &PrincipalId,
-) -> Result<()> {
-    let is_self = caller.principal == *principal;
-    if caller.acting_service_account_id.is_some() {
-        if is_self {
-            return Ok(());
-        }
-        let role = caller.org_role(&state.store, &id_string(org)).await?;
-        if role == OrgRole::Admin {
-            return Ok(());
-        }
-        return Err(Error::PermissionDenied(
-            "a user may check only their own access; ORG_ADMIN may check anyone's".into(),
-        ));
-    }
-    if caller.key.ids.organization != org {
-        return Err(Error::PermissionDenied(
-            "the workspace belongs to another organization than the calling key".into(),
-        ));
-    }
-    if let KeyScope::Workspaces(allowed) = &caller.key.scope
-        && !allowed.iter().any(|w| w == workspace_id)
-    {
-        return Err(Error::PermissionDenied(format!(
-            "the calling service key is not scoped to workspace `{workspace_id}`"
-        )));
-    }
-    match &caller.principal {
-        PrincipalId::ServiceAccount(_) => Ok(()),
-        PrincipalId::User(_) if is_self || caller.key.org_role == OrgRole::Admin => Ok(()),
-        PrincipalId::User(_) => Err(Error::PermissionDenied(
-            "a user may check only their own access; ORG_ADMIN may check anyone's, and backends use a service key"
-                .into(),
-        )),
-    }
-}
-
 /// Resolves who and where a check is about, and authorizes the caller.
-pub async fn subject(
-    state: &AppState,
-    caller: &Caller,
-    input: &CheckInput,
-) -> Result<Option<Subject>> {
-    let mut outside_key_limits = None;
-    let mut key_org = None;
+pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> Result<Subject> {
+    rules::check_tags("resource.tags", &input.resource.tags)?;
+    let mut principal_key = None;
     let principal = match &input.principal {
         None => {
             return Err(Error::invalid(
@@ -249,11 +261,12 @@ pub async fn subject(
         Some(CheckPrincipal::ApiKey(secret)) if !secret.is_empty() => {
             match resolve_key(state, secret).await {
                 Ok(key) => {
-                    key_org = Some((key.ids.organization, key.scope.clone()));
-                    key.principal.clone()
+                    let principal = key.principal.clone();
+                    principal_key = Some(key);
+                    principal
                 }
                 Err(Error::Unauthenticated(reason)) => {
-                    return Ok(Some(Subject {
+                    return Ok(Subject {
                         set: Arc::new(ResolvedSet::new(
                             state.applied_revision(),
                             None,
@@ -265,7 +278,7 @@ pub async fn subject(
                         workspace_id: String::new(),
                         outside_key_limits: None,
                         bad_key: Some(reason),
-                    }));
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -282,35 +295,25 @@ pub async fn subject(
             "is required (or send `x-tenant-id`)",
         ));
     };
-    let Some(set) = resolved_set(state, &principal, &workspace_id, input.at_least_revision).await?
-    else {
-        return Err(Error::NotFound(format!(
-            "workspace `{workspace_id}` not found"
-        )));
+    let set = authorized_set(
+        state,
+        caller,
+        &principal,
+        &workspace_id,
+        input.at_least_revision,
+    )
+    .await?;
+    let outside_key_limits = match (&principal_key, set.organization) {
+        (Some(key), Some(org)) => authorize::key_principal_limit(key, org, &workspace_id),
+        _ => None,
     };
-    let Some(org) = set.organization else {
-        return Err(Error::NotFound(format!(
-            "workspace `{workspace_id}` not found"
-        )));
-    };
-    authorize_caller(state, caller, org, &workspace_id, &principal).await?;
-    if let Some((key_org, scope)) = key_org {
-        if key_org != org {
-            outside_key_limits = Some("the principal's api key belongs to another organization");
-        } else if let KeyScope::Workspaces(allowed) = scope
-            && !allowed.contains(&workspace_id)
-        {
-            outside_key_limits =
-                Some("the principal's service key is not scoped to this workspace");
-        }
-    }
-    Ok(Some(Subject {
+    Ok(Subject {
         set,
         principal,
         workspace_id,
         outside_key_limits,
         bad_key: None,
-    }))
+    })
 }
 
 /// The id of a permission in the set's catalogue.
@@ -329,48 +332,58 @@ pub fn permission_id(set: &ResolvedSet, permission: &str) -> Result<u16> {
         .ok_or_else(|| Error::invalid("permission", format!("unknown permission `{permission}`")))
 }
 
-/// The tags a decision looks at: inline, else registered, else none.
+/// Where the tags a decision looked at came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TagSource {
+    /// The resource is registered: its registered tags, whatever was sent inline.
+    Registered,
+    /// The resource is not registered (or was sent without an id): the inline tags.
+    Inline,
+}
+
+/// The tags a decision looks at: a registered resource's own, else the
+/// inline ones (see the module doc).
 pub async fn resource_tags(
     state: &AppState,
     workspace_id: &str,
     resource: &Resource,
-) -> Result<Arc<[(String, String)]>> {
-    if !resource.tags.is_empty() || resource.id.is_empty() {
-        return Ok(resource.tags.clone().into());
+) -> Result<(Arc<[(String, String)]>, TagSource)> {
+    let inline = || (Arc::from(resource.tags.clone()), TagSource::Inline);
+    if resource.id.is_empty() {
+        return Ok(inline());
     }
     let Some(ws) = parse_id(workspace_id) else {
-        return Ok(Arc::from([]));
+        return Ok(inline());
     };
     let key = (ws, resource.resource_type.clone(), resource.id.clone());
-    if let Some(tags) = state.decisions.resource_tags(&key) {
-        return Ok(tags);
-    }
-    let epoch = state.decisions.epoch();
-    let tags: Arc<[(String, String)]> = workspaces::resource(
-        state.store.db(),
-        workspace_id,
-        &resource.resource_type,
-        &resource.id,
-    )
-    .await?
-    .map(|r| tags_from_json(&r.tags))
-    .unwrap_or_default()
-    .into();
-    state
-        .decisions
-        .put_resource_tags(key, tags.clone(), epoch)
-        .await;
-    Ok(tags)
+    let registered = match state.decisions.resource_tags(&key) {
+        Some(known) => known,
+        None => {
+            let epoch = state.decisions.epoch();
+            let known: Option<Arc<[(String, String)]>> = workspaces::resource(
+                state.store.db(),
+                workspace_id,
+                &resource.resource_type,
+                &resource.id,
+            )
+            .await?
+            .map(|r| tags_from_json(&r.tags).into());
+            state
+                .decisions
+                .put_resource_tags(key, known.clone(), epoch)
+                .await;
+            known
+        }
+    };
+    Ok(match registered {
+        Some(tags) => (tags, TagSource::Registered),
+        None => inline(),
+    })
 }
 
 /// Answers one check.
 pub async fn check(state: &AppState, caller: &Caller, input: &CheckInput) -> Result<Decision> {
-    let Some(subject) = subject(state, caller, input).await? else {
-        return Ok(Decision {
-            allowed: false,
-            revision: state.applied_revision(),
-        });
-    };
+    let subject = subject(state, caller, input).await?;
     let set = &subject.set;
     if subject.bad_key.is_some() || subject.outside_key_limits.is_some() {
         return Ok(Decision {
@@ -383,7 +396,7 @@ pub async fn check(state: &AppState, caller: &Caller, input: &CheckInput) -> Res
         Verdict::Allowed => true,
         Verdict::Denied => false,
         Verdict::NeedsTags => {
-            let tags = resource_tags(state, &subject.workspace_id, &input.resource).await?;
+            let (tags, _) = resource_tags(state, &subject.workspace_id, &input.resource).await?;
             set.access.allows(permission, &tags)
         }
     };
@@ -409,9 +422,6 @@ pub struct Explanation {
 /// Explains a check: the grants, teams and roles that allow, or what is missing.
 pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> Result<Explanation> {
     let subject = subject(state, caller, input).await?;
-    let Some(subject) = subject else {
-        return Err(Error::NotFound("the workspace does not exist".into()));
-    };
     let set = &subject.set;
     let denied = |reason: String| Explanation {
         allowed: false,
@@ -435,7 +445,7 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
             "denied: the principal is not a member (or service account) of the workspace's organization".into(),
         ));
     };
-    let tags = resource_tags(state, &subject.workspace_id, &input.resource).await?;
+    let (tags, source) = resource_tags(state, &subject.workspace_id, &input.resource).await?;
     let holding: Vec<&EffectiveGrant> = set
         .access
         .grants
@@ -465,9 +475,13 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
         }
     } else if !scope_mismatched.is_empty() {
         format!(
-            "denied: {} grant(s) hold `{}` but their scope does not match the resource's tags",
+            "denied: {} grant(s) hold `{}` but their scope does not match the resource's {} tags",
             scope_mismatched.len(),
-            input.permission
+            input.permission,
+            match source {
+                TagSource::Registered => "registered",
+                TagSource::Inline => "inline",
+            }
         )
     } else {
         format!(
@@ -499,9 +513,6 @@ pub async fn list_permissions(
     input: &CheckInput,
 ) -> Result<PrincipalPermissions> {
     let subject = subject(state, caller, input).await?;
-    let Some(subject) = subject else {
-        return Err(Error::NotFound("the workspace does not exist".into()));
-    };
     let set = &subject.set;
     if subject.bad_key.is_some() || subject.outside_key_limits.is_some() || !set.active {
         return Ok(PrincipalPermissions {
@@ -551,6 +562,7 @@ pub struct SubjectMatch {
 
 /// Who may perform `permission` on a resource in a workspace: organization
 /// admins, and holders of matching grants directly or through a team.
+/// Platform accounts are listed to platform callers only.
 /// Asked by service keys of the organization or holders of `members:read`.
 pub async fn lookup_subjects(
     state: &AppState,
@@ -560,13 +572,9 @@ pub async fn lookup_subjects(
     resource: &Resource,
     at_least_revision: u64,
 ) -> Result<(Vec<SubjectMatch>, u64)> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    if !matches!(caller.principal, PrincipalId::ServiceAccount(_))
-        || caller.acting_service_account_id.is_some()
-    {
-        access::authorize_workspace(state, caller, &ws, "members:read").await?;
-    }
+    rules::check_tags("resource.tags", &resource.tags)?;
     let conn = state.store.db();
+    let ws = authorize::lookup_subjects(conn, caller, workspace_id).await?;
     let revision = state.store.revision().await?;
     if revision < at_least_revision {
         return Err(Error::FailedPrecondition(format!(
@@ -577,7 +585,7 @@ pub async fn lookup_subjects(
     let perm = catalogue.id(permission).ok_or_else(|| {
         Error::invalid("permission", format!("unknown permission `{permission}`"))
     })?;
-    let tags = resource_tags(state, &ws.id, resource).await?;
+    let (tags, _) = resource_tags(state, &ws.id, resource).await?;
     let mut out: Vec<SubjectMatch> = Vec::new();
     let mut seen: HashMap<PrincipalId, ()> = HashMap::new();
     let mut push = |principal: PrincipalId, via: String, out: &mut Vec<SubjectMatch>| {
@@ -590,9 +598,14 @@ pub async fn lookup_subjects(
     {
         push(PrincipalId::User(user), "org_admin".into(), &mut out);
     }
-    for sa in
-        keys::service_account_ids_with_role(conn, &ws.organization_id, OrgRole::Admin.as_str())
-            .await?
+    let platform = authorize::is_platform(conn, caller).await?;
+    for sa in keys::service_account_ids_with_role(
+        conn,
+        &ws.organization_id,
+        OrgRole::Admin.as_str(),
+        platform,
+    )
+    .await?
     {
         push(
             PrincipalId::ServiceAccount(sa),

@@ -1,5 +1,7 @@
 //! Service accounts and API keys: who may create which key, what a key may
 //! reach, and the life of a key (expiry is final, revocation immediate).
+//! Platform accounts and their keys are invisible to organizations: to
+//! anyone but a platform caller they do not exist.
 
 use sea_orm::IntoActiveModel;
 use serde_json::json;
@@ -7,7 +9,7 @@ use serde_json::json;
 use super::{
     Page,
     audit::{self, Actor, Change},
-    rules,
+    authorize, rules,
     tx::{Target, Tx},
 };
 use crate::{
@@ -16,7 +18,10 @@ use crate::{
         caller::resolve_key,
         key::{self, KeyKind},
     },
-    authz::{OrgPermission, OrgRole},
+    authz::{
+        OrgPermission, OrgRole,
+        power::{PlatformPower, Power, Reach},
+    },
     error::{Error, Result},
     state::AppState,
     store::{
@@ -25,28 +30,32 @@ use crate::{
     },
 };
 
-/// Creates a service account (admins only). Only a caller that may act for
-/// users can create another account with that power.
+/// Creates a service account (admins only), with a role no higher than the
+/// caller's. Only a platform account may create another platform account;
+/// it belongs to the platform tier, and its creation to the platform log.
 pub async fn create_service_account(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
     name: &str,
     role: Option<OrgRole>,
-    act_for_users: bool,
+    platform: bool,
 ) -> Result<(service_account::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageServiceAccounts)
-        .await?;
-    if act_for_users && !caller.may_act_for_users() {
-        return Err(Error::PermissionDenied(
-            "act_for_users: only a service account that acts for users may create another".into(),
-        ));
-    }
     let name = rules::name("name", name)?;
     let role = role.unwrap_or(OrgRole::Viewer);
     let tx = Tx::begin(state).await?;
+    let power = authorize::org(
+        tx.conn(),
+        caller,
+        &org_id,
+        OrgPermission::ManageServiceAccounts,
+    )
+    .await?;
+    if platform {
+        authorize::platform(tx.conn(), caller, PlatformPower::ManagePlatformAccounts).await?;
+    }
+    authorize::may_give_role(&power, role)?;
     if keys::service_account_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()
@@ -60,7 +69,7 @@ pub async fn create_service_account(
         organization_id: org_id.clone(),
         name,
         role: role.as_str().into(),
-        act_for_users,
+        platform,
         created_at: now_ms(),
     };
     identity::insert(tx.conn(), sa.clone().into_active_model()).await?;
@@ -68,18 +77,19 @@ pub async fn create_service_account(
         &tx,
         &Actor::of(caller),
         Change {
-            organization_id: Some(&org_id),
+            organization_id: (!platform).then_some(org_id.as_str()),
             action: "service_account.create",
             target_type: "service_account",
             target_id: &sa.id,
-            details: json!({ "name": sa.name, "role": sa.role, "act_for_users": act_for_users }),
+            details: json!({ "name": sa.name, "role": sa.role, "platform": platform }),
         },
     )
     .await?;
     Ok((sa, tx.commit().await?))
 }
 
-/// Service accounts of an organization, for anyone who may view members.
+/// Service accounts of an organization, for anyone who may view members;
+/// platform accounts only for platform callers.
 pub async fn list_service_accounts(
     state: &AppState,
     caller: &Caller,
@@ -87,12 +97,32 @@ pub async fn list_service_accounts(
     page: Page<'_>,
 ) -> Result<(Vec<service_account::Model>, String)> {
     let org_id = caller.organization(org_id);
-    caller
-        .authorize_org(&state.store, org_id, OrgPermission::ViewMembers)
-        .await?;
+    let conn = state.store.db();
+    authorize::org(conn, caller, org_id, OrgPermission::ViewMembers).await?;
+    let platform = authorize::is_platform(conn, caller).await?;
     let size = page_size(page.size);
-    let rows = keys::service_accounts(state.store.db(), org_id, page.token, size + 1).await?;
+    let rows = keys::service_accounts(conn, org_id, platform, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |s| s.id.clone()))
+}
+
+/// A service account of `org_id` the caller may manage: platform accounts
+/// only for platform callers; to anyone else they do not exist.
+async fn managed_account(
+    tx: &Tx,
+    caller: &Caller,
+    org_id: &str,
+    service_account_id: &str,
+) -> Result<service_account::Model> {
+    let sa_id = rules::id("service_account_id", service_account_id)?;
+    let not_found = || Error::NotFound(format!("service account `{sa_id}` not found"));
+    let sa = keys::service_account(tx.conn(), sa_id)
+        .await?
+        .filter(|s| s.organization_id == org_id)
+        .ok_or_else(not_found)?;
+    if sa.platform && !authorize::is_platform(tx.conn(), caller).await? {
+        return Err(not_found());
+    }
+    Ok(sa)
 }
 
 /// Deletes a service account and revokes its keys (admins only).
@@ -103,16 +133,16 @@ pub async fn delete_service_account(
     service_account_id: &str,
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageServiceAccounts)
-        .await?;
-    let sa_id = rules::id("service_account_id", service_account_id)?;
     let tx = Tx::begin(state).await?;
+    authorize::org(
+        tx.conn(),
+        caller,
+        &org_id,
+        OrgPermission::ManageServiceAccounts,
+    )
+    .await?;
+    let sa = managed_account(&tx, caller, &org_id, service_account_id).await?;
     let conn = tx.conn();
-    let sa = keys::service_account(conn, sa_id)
-        .await?
-        .filter(|s| s.organization_id == org_id)
-        .ok_or_else(|| Error::NotFound(format!("service account `{sa_id}` not found")))?;
     let revoked = keys::revoke_service_account_keys(conn, &sa.id, now_ms()).await?;
     identity::delete_grants_of_subject(conn, &org_id, "service_account", &sa.id).await?;
     keys::delete_service_account(conn, &sa.id).await?;
@@ -121,7 +151,7 @@ pub async fn delete_service_account(
         &tx,
         &Actor::of(caller),
         Change {
-            organization_id: Some(&org_id),
+            organization_id: (!sa.platform).then_some(org_id.as_str()),
             action: "service_account.delete",
             target_type: "service_account",
             target_id: &sa.id,
@@ -154,7 +184,9 @@ fn generate(kind: KeyKind) -> Result<key::NewKey> {
     })
 }
 
-/// Creates a personal access token for the calling user.
+/// Creates a personal access token for the calling user. The token acts
+/// with the user's power in the whole organization, so the calling key must
+/// reach it all, and the token lives no longer than the calling key.
 pub async fn create_pat(
     state: &AppState,
     caller: &Caller,
@@ -164,13 +196,14 @@ pub async fn create_pat(
 ) -> Result<CreatedKey> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = caller.user_id()?.to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::CreatePat)
-        .await?;
+    let description = rules::description("description", description)?;
     check_expiry(expires_at)?;
-    let org = identity::organization(state.store.db(), &org_id)
+    let tx = Tx::begin(state).await?;
+    let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::CreatePat).await?;
+    authorize::may_mint(caller, &power, &Reach::Organization, expires_at)?;
+    let org = identity::organization(tx.conn(), &org_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
+        .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
     if org.pat_creation_disabled {
         return Err(Error::FailedPrecondition(
             "personal access token creation is disabled for this organization".into(),
@@ -184,7 +217,7 @@ pub async fn create_pat(
         key_hash: new.hash,
         prefix: KeyKind::PersonalAccessToken.prefix().into(),
         last_chars: new.last_chars,
-        description: description.trim().to_owned(),
+        description,
         user_id: Some(user_id),
         service_account_id: None,
         scope: None,
@@ -193,7 +226,7 @@ pub async fn create_pat(
         revoked_at: None,
         created_at: now_ms(),
     };
-    store_key(state, caller, row, new.secret).await
+    store_key(tx, caller, row, new.secret, true).await
 }
 
 /// Which workspaces a new service key may reach.
@@ -202,7 +235,11 @@ pub enum ServiceKeyScope {
     Workspaces(Vec<String>),
 }
 
-/// Creates a service key for a service account (admins only).
+/// Most workspaces one service key may be scoped to.
+pub const MAX_KEY_WORKSPACES: usize = 100;
+
+/// Creates a service key for a service account (admins only): it reaches no
+/// more than the calling key and lives no longer.
 pub async fn create_service_key(
     state: &AppState,
     caller: &Caller,
@@ -213,10 +250,7 @@ pub async fn create_service_key(
     expires_at: Option<i64>,
 ) -> Result<CreatedKey> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageApiKeys)
-        .await?;
-    let sa_id = rules::id("service_account_id", service_account_id)?;
+    let description = rules::description("description", description)?;
     let scope = scope.ok_or_else(|| {
         Error::invalid(
             "scope",
@@ -224,13 +258,8 @@ pub async fn create_service_key(
         )
     })?;
     check_expiry(expires_at)?;
-    let conn = state.store.db();
-    keys::service_account(conn, sa_id)
-        .await?
-        .filter(|s| s.organization_id == org_id)
-        .ok_or_else(|| Error::NotFound(format!("service account `{sa_id}` not found")))?;
-    let (scope_name, workspace_ids) = match scope {
-        ServiceKeyScope::Organization => ("organization", Vec::new()),
+    let reach = match scope {
+        ServiceKeyScope::Organization => Reach::Organization,
         ServiceKeyScope::Workspaces(mut ids) => {
             ids.sort();
             ids.dedup();
@@ -240,13 +269,29 @@ pub async fn create_service_key(
                     "must name at least one workspace for a workspaces-scoped key",
                 ));
             }
-            let found = identity::count_workspaces_in_org(conn, &org_id, &ids).await?;
+            if ids.len() > MAX_KEY_WORKSPACES {
+                return Err(Error::invalid(
+                    "workspace_ids",
+                    format!("at most {MAX_KEY_WORKSPACES} workspaces per key"),
+                ));
+            }
+            Reach::Workspaces(ids)
+        }
+    };
+    let tx = Tx::begin(state).await?;
+    let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageApiKeys).await?;
+    let sa = managed_account(&tx, caller, &org_id, service_account_id).await?;
+    authorize::may_mint(caller, &power, &reach, expires_at)?;
+    let (scope_name, workspace_ids) = match &reach {
+        Reach::Organization => ("organization", Vec::new()),
+        Reach::Workspaces(ids) => {
+            let found = identity::count_workspaces_in_org(tx.conn(), &org_id, ids).await?;
             if usize::try_from(found).ok() != Some(ids.len()) {
                 return Err(Error::NotFound(
                     "workspace_ids: some workspace is not in the organization".into(),
                 ));
             }
-            ("workspaces", ids)
+            ("workspaces", ids.clone())
         }
     };
     let new = generate(KeyKind::ServiceKey)?;
@@ -257,31 +302,31 @@ pub async fn create_service_key(
         key_hash: new.hash,
         prefix: KeyKind::ServiceKey.prefix().into(),
         last_chars: new.last_chars,
-        description: description.trim().to_owned(),
+        description,
         user_id: None,
-        service_account_id: Some(sa_id.to_owned()),
+        service_account_id: Some(sa.id.clone()),
         scope: Some(scope_name.into()),
         workspace_ids: serde_json::Value::from(workspace_ids).to_string(),
         expires_at,
         revoked_at: None,
         created_at: now_ms(),
     };
-    store_key(state, caller, row, new.secret).await
+    store_key(tx, caller, row, new.secret, !sa.platform).await
 }
 
 async fn store_key(
-    state: &AppState,
+    tx: Tx,
     caller: &Caller,
     row: api_key::Model,
     secret: String,
+    in_organization_log: bool,
 ) -> Result<CreatedKey> {
-    let tx = Tx::begin(state).await?;
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
         Change {
-            organization_id: Some(&row.organization_id),
+            organization_id: in_organization_log.then_some(row.organization_id.as_str()),
             action: "api_key.create",
             target_type: "api_key",
             target_id: &row.id,
@@ -302,7 +347,8 @@ async fn store_key(
     })
 }
 
-/// Keys of an organization: all of them for admins, one's own PATs otherwise.
+/// Keys of an organization: all of them (platform accounts' keys only for
+/// platform callers) for those who manage keys, one's own PATs otherwise.
 pub async fn list_api_keys(
     state: &AppState,
     caller: &Caller,
@@ -310,40 +356,85 @@ pub async fn list_api_keys(
     page: Page<'_>,
 ) -> Result<(Vec<api_key::Model>, String)> {
     let org_id = caller.organization(org_id);
-    let role = caller.org_role(&state.store, org_id).await?;
-    let only_user = if role.allows(OrgPermission::ManageApiKeys) {
+    let conn = state.store.db();
+    let power = authorize::power(conn, caller, org_id).await?;
+    let only_user = if power.org(OrgPermission::ManageApiKeys).is_ok() {
         None
     } else {
         Some(caller.user_id()?)
     };
+    let platform = authorize::is_platform(conn, caller).await?;
     let size = page_size(page.size);
-    let rows = keys::api_keys(state.store.db(), org_id, only_user, page.token, size + 1).await?;
+    let rows = keys::api_keys(conn, org_id, only_user, platform, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |k| k.id.clone()))
 }
 
-/// Loads a key the caller may manage: their own PAT, or any key for admins.
+/// What is done to a managed key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyChange {
+    /// Revoking takes power away: one's own PAT, or any key for those who manage keys.
+    Revoke,
+    /// Changing the description or expiry: extending one's own PAT is
+    /// creating one, so it needs the permission to create PATs.
+    Update,
+}
+
+/// Loads a key the caller may change, inside the change's transaction. Keys
+/// of platform accounts exist only for platform callers.
 async fn managed_key(
-    state: &AppState,
+    tx: &Tx,
     caller: &Caller,
     org_id: &str,
     key_id: &str,
-) -> Result<api_key::Model> {
+    change: KeyChange,
+) -> Result<(api_key::Model, Power)> {
     let key_id = rules::id("api_key_id", key_id)?;
-    let role = caller.org_role(&state.store, org_id).await?;
-    let key = keys::api_key(state.store.db(), key_id)
+    let conn = tx.conn();
+    let power = authorize::power(conn, caller, org_id).await?;
+    let not_found = || Error::NotFound(format!("api key `{key_id}` not found"));
+    let key = keys::api_key(conn, key_id)
         .await?
         .filter(|k| k.organization_id == org_id)
-        .ok_or_else(|| Error::NotFound(format!("api key `{key_id}` not found")))?;
+        .ok_or_else(not_found)?;
+    if let Some(sa) = &key.service_account_id
+        && keys::service_account(conn, sa)
+            .await?
+            .is_some_and(|a| a.platform)
+        && !authorize::is_platform(conn, caller).await?
+    {
+        return Err(not_found());
+    }
     let own =
         matches!(&caller.principal, PrincipalId::User(u) if key.user_id.as_deref() == Some(u));
-    if !own && !role.allows(OrgPermission::ManageApiKeys) {
-        return Err(Error::PermissionDenied(format!(
-            "{} may manage only its own personal access tokens (`{}` needed for others)",
-            role.as_str(),
-            OrgPermission::ManageApiKeys.name()
-        )));
+    let needed = match change {
+        KeyChange::Revoke if own => None,
+        KeyChange::Update if own => Some(OrgPermission::CreatePat),
+        _ => Some(OrgPermission::ManageApiKeys),
+    };
+    if let Some(permission) = needed
+        && let Err(e) = power.org(permission)
+    {
+        return Err(Error::PermissionDenied(if own {
+            e.0
+        } else {
+            format!(
+                "{} may manage only its own personal access tokens (`{}` needed for others)",
+                power.role.as_str(),
+                OrgPermission::ManageApiKeys.name()
+            )
+        }));
     }
-    Ok(key)
+    Ok((key, power))
+}
+
+/// Answers whether a key's changes go to its organization's log (not a platform account's).
+async fn in_organization_log(tx: &Tx, key: &api_key::Model) -> Result<bool> {
+    Ok(match &key.service_account_id {
+        Some(sa) => !keys::service_account(tx.conn(), sa)
+            .await?
+            .is_some_and(|a| a.platform),
+        None => true,
+    })
 }
 
 /// Revokes a key at once; revoking a revoked key changes nothing.
@@ -354,19 +445,21 @@ pub async fn revoke_api_key(
     key_id: &str,
 ) -> Result<(api_key::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    let mut key = managed_key(state, caller, &org_id, key_id).await?;
+    let tx = Tx::begin(state).await?;
+    let (mut key, _) = managed_key(&tx, caller, &org_id, key_id, KeyChange::Revoke).await?;
     if key.revoked_at.is_some() {
+        drop(tx);
         return Ok((key, state.store.revision().await?));
     }
-    let tx = Tx::begin(state).await?;
     key.revoked_at = Some(now_ms());
     let key = keys::update_api_key(tx.conn(), key).await?;
     tx.invalidate(Target::Key, &key.id);
+    let organization_log = in_organization_log(&tx, &key).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
         Change {
-            organization_id: Some(&org_id),
+            organization_id: organization_log.then_some(org_id.as_str()),
             action: "api_key.revoke",
             target_type: "api_key",
             target_id: &key.id,
@@ -386,7 +479,8 @@ pub struct KeyUpdate {
 }
 
 /// Changes a live key's description or expiry. An expired key stays expired
-/// forever and a revoked key stays revoked: neither can be changed.
+/// forever and a revoked key stays revoked: neither can be changed. A new
+/// expiry is no later than the calling key's own.
 pub async fn update_api_key(
     state: &AppState,
     caller: &Caller,
@@ -395,7 +489,16 @@ pub async fn update_api_key(
     update: KeyUpdate,
 ) -> Result<(api_key::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    let mut key = managed_key(state, caller, &org_id, key_id).await?;
+    let description = update
+        .description
+        .as_deref()
+        .map(|d| rules::description("description", d))
+        .transpose()?;
+    if let Some(Some(t)) = update.expires_at {
+        check_expiry(Some(t))?;
+    }
+    let tx = Tx::begin(state).await?;
+    let (mut key, _) = managed_key(&tx, caller, &org_id, key_id, KeyChange::Update).await?;
     if key.revoked_at.is_some() {
         return Err(Error::FailedPrecondition(
             "the api key is revoked and cannot be changed".into(),
@@ -406,24 +509,24 @@ pub async fn update_api_key(
             "the api key has expired; an expired key cannot be reactivated or re-dated".into(),
         ));
     }
-    if let Some(Some(t)) = update.expires_at {
-        check_expiry(Some(t))?;
+    if let Some(expires_at) = update.expires_at {
+        authorize::may_outlive(caller, expires_at)?;
     }
     let before = json!({ "description": key.description, "expires_at": key.expires_at });
-    if let Some(d) = update.description {
-        key.description = d.trim().to_owned();
+    if let Some(d) = description {
+        key.description = d;
     }
     if let Some(e) = update.expires_at {
         key.expires_at = e;
     }
-    let tx = Tx::begin(state).await?;
     let key = keys::update_api_key(tx.conn(), key).await?;
     tx.invalidate(Target::Key, &key.id);
+    let organization_log = in_organization_log(&tx, &key).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
         Change {
-            organization_id: Some(&org_id),
+            organization_id: organization_log.then_some(org_id.as_str()),
             action: "api_key.update",
             target_type: "api_key",
             target_id: &key.id,
@@ -440,8 +543,9 @@ pub struct Authenticated {
     pub workspace: Option<workspace::Model>,
 }
 
-/// Resolves another key and its effective workspace. Callers may resolve keys
-/// of their own organization; identity-provider service accounts any key.
+/// Resolves another key and its effective workspace. Callers may resolve
+/// keys of their own organization (a key limited to workspaces only keys
+/// acting inside them); platform accounts keys of any organization.
 pub async fn authenticate(
     state: &AppState,
     caller: &Caller,
@@ -451,25 +555,71 @@ pub async fn authenticate(
     if secret.is_empty() {
         return Err(Error::invalid("api_key", "is required"));
     }
+    let conn = state.store.db();
     let key = resolve_key(state, secret).await?;
-    if key.organization_id() != caller.key.organization_id() && !caller.may_act_for_users() {
-        return Err(Error::PermissionDenied(
-            "the api key belongs to another organization".into(),
-        ));
-    }
+    let caller_power = if key.organization_id() == caller.key.organization_id() {
+        Some(authorize::power(conn, caller, key.organization_id()).await?)
+    } else {
+        authorize::platform(conn, caller, PlatformPower::ResolveKeys)
+            .await
+            .map_err(|_| {
+                Error::PermissionDenied("the api key belongs to another organization".into())
+            })?;
+        None
+    };
     let subject = Caller {
         principal: key.principal.clone(),
         key,
         acting_service_account_id: None,
         tenant: (!tenant.is_empty()).then(|| tenant.to_owned()),
     };
-    let workspace = match subject.workspace(&state.store, "").await {
-        Ok(ws) => Some(ws),
+    let workspace = match authorize::workspace(conn, &subject, "").await {
+        Ok((ws, _)) => Some(ws),
         Err(Error::PermissionDenied(_)) if tenant.is_empty() => None,
         Err(e) => return Err(e),
     };
+    if let Some(power) = caller_power
+        && !power.reach.is_whole_organization()
+        && !workspace
+            .as_ref()
+            .is_some_and(|ws| power.reach.includes(&ws.id))
+    {
+        return Err(Error::PermissionDenied(
+            "the calling key is limited to workspaces: it may resolve only keys acting in them (name one with tenant_id)".into(),
+        ));
+    }
     Ok(Authenticated {
         key: subject.key,
         workspace,
+    })
+}
+
+/// What WhoAmI says of the caller beyond its key.
+pub struct WhoAmI {
+    /// The workspace the call acts in, if one applies.
+    pub workspace_id: Option<String>,
+    /// The organization role the call is authorized with in the key's organization.
+    pub org_role: Option<OrgRole>,
+    /// The caller is a platform account acting as itself.
+    pub platform: bool,
+}
+
+/// Describes the caller: its effective workspace and role.
+pub async fn who_am_i(state: &AppState, caller: &Caller) -> Result<WhoAmI> {
+    let conn = state.store.db();
+    let workspace_id = match authorize::workspace(conn, caller, "").await {
+        Ok((ws, _)) => Some(ws.id),
+        Err(Error::PermissionDenied(_)) if caller.tenant.is_none() => None,
+        Err(e) => return Err(e),
+    };
+    let org_role = match authorize::power(conn, caller, caller.key.organization_id()).await {
+        Ok(power) => Some(power.role),
+        Err(Error::PermissionDenied(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(WhoAmI {
+        workspace_id,
+        org_role,
+        platform: authorize::is_platform(conn, caller).await?,
     })
 }

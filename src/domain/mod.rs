@@ -1,11 +1,13 @@
 //! The rules of the access model as plain Rust: identity (organizations,
 //! users, members, invites), teams, service accounts and keys, workspaces and
-//! grants, roles, applications, tags and settings. Each function authorizes
-//! its caller, validates, and makes its change in one transaction that also
-//! records the audit event.
+//! grants, roles, applications, tags and settings. Each function has its
+//! caller authorized by [`authorize`] (inside the change's transaction for a
+//! change), validates, and makes its change in that one transaction, which
+//! also records the audit event.
 
 pub mod access;
 pub mod audit;
+pub mod authorize;
 pub mod check;
 pub mod keys;
 pub mod organizations;

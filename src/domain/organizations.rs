@@ -7,12 +7,13 @@ use serde_json::json;
 use super::{
     Page,
     audit::{self, Actor, Change},
+    authorize,
     rules::{self, Plan},
     tx::{Target, Tx},
 };
 use crate::{
     auth::{Caller, PrincipalId},
-    authz::{OrgPermission, OrgRole},
+    authz::{OrgPermission, OrgRole, power::PlatformPower},
     config::DeploymentMode,
     error::{Error, Result},
     state::AppState,
@@ -116,22 +117,19 @@ async fn require_org(state: &AppState, id: &str) -> Result<organization::Model> 
         .ok_or_else(|| Error::NotFound(format!("organization `{id}` not found")))
 }
 
-/// Registers a user of the identity provider. Only for service accounts that act for users.
+/// Registers a user of the identity provider (a platform power). Users belong
+/// to no organization, so the change goes to the platform log.
 pub async fn create_user(
     state: &AppState,
     caller: &Caller,
     external_subject: &str,
     email: &str,
 ) -> Result<(user::Model, u64)> {
-    if !caller.may_act_for_users() {
-        return Err(Error::PermissionDenied(
-            "only a service account allowed to act for users may register users".into(),
-        ));
-    }
     let subject = rules::subject("external_subject", external_subject)?;
     let email = rules::email("email", email)?;
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
+    authorize::platform(conn, caller, PlatformPower::RegisterUsers).await?;
     if identity::user_by_subject(conn, &subject).await?.is_some() {
         return Err(Error::AlreadyExists(format!(
             "a user with external_subject `{subject}` already exists"
@@ -153,7 +151,7 @@ pub async fn create_user(
         &tx,
         &Actor::of(caller),
         Change {
-            organization_id: Some(caller.key.organization_id()),
+            organization_id: None,
             action: "user.create",
             target_type: "user",
             target_id: &user.id,
@@ -164,40 +162,57 @@ pub async fn create_user(
     Ok((user, tx.commit().await?))
 }
 
-/// Reads a user: oneself, any user for identity-provider service accounts, or
-/// a member of the caller's organization for those who may view members.
+/// Reads a user: oneself, any user for platform accounts, or a member of the
+/// caller's organization for those who may view members — without their
+/// identity-provider subject, which only they and the platform read.
 pub async fn get_user(state: &AppState, caller: &Caller, user_id: &str) -> Result<user::Model> {
     let user_id = rules::id("user_id", user_id)?;
-    let is_self = caller.principal == PrincipalId::User(user_id.to_owned());
-    if !is_self && !caller.may_act_for_users() {
-        let org = caller.key.organization_id();
-        caller
-            .authorize_org(&state.store, org, OrgPermission::ViewMembers)
-            .await?;
-        if identity::membership(state.store.db(), org, user_id)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!(
-                "user `{user_id}` is not a member of your organization"
-            )));
-        }
+    let conn = state.store.db();
+    let not_member = || {
+        Error::NotFound(format!(
+            "user `{user_id}` is not a member of your organization"
+        ))
+    };
+    if caller.principal == PrincipalId::User(user_id.to_owned()) {
+        authorize::calling_user(conn, caller).await?;
+        return require_user(state, user_id).await;
     }
-    require_user(state, user_id).await
+    if authorize::platform(conn, caller, PlatformPower::ReadUsers)
+        .await
+        .is_ok()
+    {
+        return require_user(state, user_id).await;
+    }
+    let org = caller.key.organization_id();
+    authorize::org(conn, caller, org, OrgPermission::ViewMembers).await?;
+    if identity::membership(conn, org, user_id).await?.is_none() {
+        return Err(not_member());
+    }
+    let mut user = require_user(state, user_id).await?;
+    user.external_subject = String::new();
+    Ok(user)
 }
 
-/// Creates a shared organization; the calling user becomes its admin.
+/// Creates a shared organization; the calling user becomes its admin. In
+/// `saas` mode it starts on the personal plan: plans are the platform's to set.
 pub async fn create_organization(
     state: &AppState,
     caller: &Caller,
     name: &str,
     plan: Option<Plan>,
 ) -> Result<(organization::Model, Member, u64)> {
-    let user_id = caller.user_id()?.to_owned();
     let name = rules::name("name", name)?;
     let plan = plan.unwrap_or(Plan::Personal);
-    let user = require_user(state, &user_id).await?;
+    if state.settings.deployment_mode == DeploymentMode::Saas && plan != Plan::Personal {
+        return Err(Error::PermissionDenied(
+            "plan: in saas mode an organization starts on the personal plan; plans are set by the platform (UpdateOrganization by a platform account)".into(),
+        ));
+    }
     let tx = Tx::begin(state).await?;
+    let user_id = authorize::calling_user(tx.conn(), caller).await?.to_owned();
+    let user = identity::user(tx.conn(), &user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;
     if identity::organization_by_name_key(tx.conn(), &name.to_lowercase())
         .await?
         .is_some()
@@ -231,9 +246,13 @@ pub async fn get_organization(
     org_id: &str,
 ) -> Result<organization::Model> {
     let org_id = caller.organization(org_id);
-    caller
-        .authorize_org(&state.store, org_id, OrgPermission::ViewOrganization)
-        .await?;
+    authorize::org(
+        state.store.db(),
+        caller,
+        org_id,
+        OrgPermission::ViewOrganization,
+    )
+    .await?;
     require_org(state, org_id).await
 }
 
@@ -244,11 +263,22 @@ pub async fn list_organizations(
     page: Page<'_>,
 ) -> Result<(Vec<organization::Model>, String)> {
     let size = page_size(page.size);
+    let conn = state.store.db();
     let rows = match &caller.principal {
-        PrincipalId::User(user_id) if caller.acting_service_account_id.is_some() => {
-            identity::organizations_of_user(state.store.db(), user_id, page.token, size + 1).await?
+        PrincipalId::User(user_id)
+            if caller.is_acting() && caller.key.reach.is_whole_organization() =>
+        {
+            authorize::calling_user(conn, caller).await?;
+            identity::organizations_of_user(conn, user_id, page.token, size + 1).await?
         }
         _ => {
+            authorize::org(
+                conn,
+                caller,
+                caller.key.organization_id(),
+                OrgPermission::ViewOrganization,
+            )
+            .await?;
             let org = require_org(state, caller.key.organization_id()).await?;
             if org.id.as_str() > page.token {
                 vec![org]
@@ -268,7 +298,8 @@ pub struct OrganizationUpdate {
     pub pat_creation_disabled: Option<bool>,
 }
 
-/// Changes an organization's name, plan or security settings (admins only).
+/// Changes an organization's name or security settings (admins only) or its
+/// plan: in `saas` mode a platform power (billing), otherwise the admins'.
 pub async fn update_organization(
     state: &AppState,
     caller: &Caller,
@@ -276,21 +307,6 @@ pub async fn update_organization(
     update: OrganizationUpdate,
 ) -> Result<(organization::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    if update.name.is_some() {
-        caller
-            .authorize_org(&state.store, &org_id, OrgPermission::ManageSecurity)
-            .await?;
-    }
-    if update.plan.is_some() {
-        caller
-            .authorize_org(&state.store, &org_id, OrgPermission::ManageBilling)
-            .await?;
-    }
-    if update.pat_creation_disabled.is_some() {
-        caller
-            .authorize_org(&state.store, &org_id, OrgPermission::ManageSecurity)
-            .await?;
-    }
     let name = update
         .name
         .as_deref()
@@ -298,9 +314,19 @@ pub async fn update_organization(
         .transpose()?;
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
+    if update.name.is_some() || update.pat_creation_disabled.is_some() {
+        authorize::org(conn, caller, &org_id, OrgPermission::ManageSecurity).await?;
+    }
+    if update.plan.is_some() {
+        if state.settings.deployment_mode == DeploymentMode::Saas {
+            authorize::platform(conn, caller, PlatformPower::SetPlans).await?;
+        } else {
+            authorize::org(conn, caller, &org_id, OrgPermission::ManageBilling).await?;
+        }
+    }
     let mut org = identity::organization(conn, &org_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
+        .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
     let before = json!({ "name": org.name, "plan": org.plan, "pat_creation_disabled": org.pat_creation_disabled });
     if let Some(name) = name {
         if !org.personal {
@@ -362,15 +388,18 @@ pub async fn ensure_personal_organization(
     caller: &Caller,
     user_id: &str,
 ) -> Result<(organization::Model, Member, bool, u64)> {
-    let user_id = if user_id.is_empty() {
-        caller.user_id()?.to_owned()
+    let conn = state.store.db();
+    let user_id = if user_id.is_empty() || caller.principal == PrincipalId::User(user_id.to_owned())
+    {
+        authorize::calling_user(conn, caller).await?.to_owned()
     } else {
-        let is_self = caller.principal == PrincipalId::User(user_id.to_owned());
-        if !is_self && !caller.may_act_for_users() {
-            return Err(Error::PermissionDenied(
-                "only the user, or a service account acting for users, may create a personal organization".into(),
-            ));
-        }
+        authorize::platform(conn, caller, PlatformPower::CreateOrganizations)
+            .await
+            .map_err(|_| {
+                Error::PermissionDenied(
+                    "only the user, or a platform account, may create a user's personal organization".into(),
+                )
+            })?;
         user_id.to_owned()
     };
     let user = require_user(state, &user_id).await?;
@@ -436,7 +465,9 @@ async fn create_personal_organization(
     Ok((org, member, tx.commit().await?))
 }
 
-/// Adds an existing user to an organization (admins only).
+/// Adds an existing user to an organization directly: a platform power (the
+/// identity-provider integration, which knows the user consented).
+/// Organizations bring people in by invite, which the invitee accepts.
 pub async fn add_member(
     state: &AppState,
     caller: &Caller,
@@ -445,17 +476,19 @@ pub async fn add_member(
     role: Option<OrgRole>,
 ) -> Result<(Member, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageMembers)
-        .await?;
     let user_id = rules::id("user_id", user_id)?;
     let role =
         role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
-    let org = require_org(state, &org_id).await?;
+    let tx = Tx::begin(state).await?;
+    authorize::platform(tx.conn(), caller, PlatformPower::AddMembers).await?;
+    let org = identity::organization(tx.conn(), &org_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
     rules::check_can_add_members(&org)?;
     rules::check_member_role(state.settings.deployment_mode, &org, role)?;
-    let user = require_user(state, user_id).await?;
-    let tx = Tx::begin(state).await?;
+    let user = identity::user(tx.conn(), user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;
     if identity::membership(tx.conn(), &org.id, &user.id)
         .await?
         .is_some()
@@ -507,16 +540,21 @@ pub async fn update_member_role(
     role: Option<OrgRole>,
 ) -> Result<(Member, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageMembers)
-        .await?;
     let user_id = rules::id("user_id", user_id)?;
     let role =
         role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
-    let org = require_org(state, &org_id).await?;
-    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
-    let user = require_user(state, user_id).await?;
     let tx = Tx::begin(state).await?;
+    let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageMembers).await?;
+    authorize::may_give_role(&power, role)?;
+    let org = identity::organization(tx.conn(), &org_id)
+        .await?
+        .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
+    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
+    let user = identity::user(tx.conn(), user_id).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "user `{user_id}` is not a member of the organization"
+        ))
+    })?;
     let current = identity::membership(tx.conn(), &org_id, user_id)
         .await?
         .ok_or_else(|| {
@@ -558,12 +596,10 @@ pub async fn remove_member(
     user_id: &str,
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::RemoveUsers)
-        .await?;
     let user_id = rules::id("user_id", user_id)?;
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
+    authorize::org(conn, caller, &org_id, OrgPermission::RemoveUsers).await?;
     let current = identity::membership(conn, &org_id, user_id)
         .await?
         .ok_or_else(|| {
@@ -601,9 +637,7 @@ pub async fn list_members(
     page: Page<'_>,
 ) -> Result<(Vec<Member>, String)> {
     let org_id = caller.organization(org_id);
-    caller
-        .authorize_org(&state.store, org_id, OrgPermission::ViewMembers)
-        .await?;
+    authorize::org(state.store.db(), caller, org_id, OrgPermission::ViewMembers).await?;
     let size = page_size(page.size);
     let rows = identity::members(state.store.db(), org_id, page.token, size + 1).await?;
     let members = rows
@@ -625,17 +659,18 @@ pub async fn create_invite(
     role: Option<OrgRole>,
 ) -> Result<(invite::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::InviteUsers)
-        .await?;
     let email = rules::email("email", email)?;
     let role =
         role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
-    let org = require_org(state, &org_id).await?;
-    rules::check_can_add_members(&org)?;
-    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
+    let power = authorize::org(conn, caller, &org_id, OrgPermission::InviteUsers).await?;
+    authorize::may_give_role(&power, role)?;
+    let org = identity::organization(conn, &org_id)
+        .await?
+        .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
+    rules::check_can_add_members(&org)?;
+    rules::check_member_role(state.settings.deployment_mode, &org, role)?;
     if identity::invite_by_email(conn, &org_id, &email)
         .await?
         .is_some()
@@ -685,9 +720,7 @@ pub async fn list_invites(
     page: Page<'_>,
 ) -> Result<(Vec<invite::Model>, String)> {
     let org_id = caller.organization(org_id);
-    caller
-        .authorize_org(&state.store, org_id, OrgPermission::InviteUsers)
-        .await?;
+    authorize::org(state.store.db(), caller, org_id, OrgPermission::InviteUsers).await?;
     let size = page_size(page.size);
     let rows = identity::invites(state.store.db(), org_id, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |i| i.id.clone()))
@@ -701,11 +734,9 @@ pub async fn delete_invite(
     invite_id: &str,
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::DeleteInvites)
-        .await?;
     let invite_id = rules::id("invite_id", invite_id)?;
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::DeleteInvites).await?;
     let invite = identity::invite(tx.conn(), invite_id)
         .await?
         .filter(|i| i.organization_id == org_id)
@@ -732,11 +763,13 @@ pub async fn accept_invite(
     caller: &Caller,
     invite_id: &str,
 ) -> Result<(Member, u64)> {
-    let user_id = caller.user_id()?.to_owned();
     let invite_id = rules::id("invite_id", invite_id)?;
-    let user = require_user(state, &user_id).await?;
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
+    let user_id = authorize::calling_user(conn, caller).await?;
+    let user = identity::user(conn, user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;
     let invite = identity::invite(conn, invite_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("invite `{invite_id}` not found")))?;

@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::{
     Page,
-    access::{authorize_workspace, catalogue, scope_from_json},
+    access::{catalogue, scope_from_json},
     audit::{self, Actor, Change},
-    rules,
+    authorize, rules,
     tx::{Target, Tx},
 };
 use crate::{
@@ -26,8 +26,7 @@ use crate::{
     },
 };
 
-/// Most tags one resource may carry.
-pub const MAX_TAGS: usize = 50;
+pub use super::rules::MAX_TAGS;
 
 /// Creates an application in a workspace (`applications:create`).
 pub async fn create_application(
@@ -36,10 +35,10 @@ pub async fn create_application(
     workspace_id: &str,
     name: &str,
 ) -> Result<(application::Model, u64)> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "applications:create").await?;
     let name = rules::tag_value("name", name)?;
     let tx = Tx::begin(state).await?;
+    let (ws, _) =
+        authorize::workspace_action(tx.conn(), caller, workspace_id, "applications:create").await?;
     if workspaces::application(tx.conn(), &ws.id, &name)
         .await?
         .is_some()
@@ -76,8 +75,9 @@ pub async fn list_applications(
     workspace_id: &str,
     page: Page<'_>,
 ) -> Result<(Vec<application::Model>, String)> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "applications:read").await?;
+    let (ws, _) =
+        authorize::workspace_action(state.store.db(), caller, workspace_id, "applications:read")
+            .await?;
     let size = page_size(page.size);
     let rows = workspaces::applications(state.store.db(), &ws.id, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |a| a.name.clone()))
@@ -90,10 +90,10 @@ pub async fn delete_application(
     workspace_id: &str,
     name: &str,
 ) -> Result<u64> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "applications:delete").await?;
     let tx = Tx::begin(state).await?;
     let conn = tx.conn();
+    let (ws, _) =
+        authorize::workspace_action(conn, caller, workspace_id, "applications:delete").await?;
     if workspaces::application(conn, &ws.id, name).await?.is_none() {
         return Err(Error::NotFound(format!("application `{name}` not found")));
     }
@@ -131,12 +131,12 @@ pub async fn delete_application(
 }
 
 async fn check_resource_ref(
-    state: &AppState,
+    tx: &Tx,
     ws: &workspace::Model,
     resource_type: &str,
     resource_id: &str,
 ) -> Result<()> {
-    if !catalogue(state.store.db(), &ws.organization_id)
+    if !catalogue(tx.conn(), &ws.organization_id)
         .await?
         .has_type(resource_type)
     {
@@ -169,25 +169,15 @@ pub async fn set_resource_tags(
     resource_id: &str,
     tags: Vec<(String, String)>,
 ) -> Result<u64> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "resource_tags:update").await?;
-    check_resource_ref(state, &ws, resource_type, resource_id).await?;
-    if tags.len() > MAX_TAGS {
-        return Err(Error::invalid(
-            "tags",
-            format!("at most {MAX_TAGS} tags per resource"),
-        ));
-    }
-    let mut map = BTreeMap::new();
-    for (k, v) in tags {
-        let k = rules::tag_key("tags.key", &k)?;
-        let v = rules::tag_value("tags.value", &v)?;
-        if map.insert(k.clone(), v).is_some() {
-            return Err(Error::invalid("tags", format!("key `{k}` appears twice")));
-        }
-    }
+    rules::check_tags("tags", &tags)?;
+    let map: BTreeMap<String, String> = tags.into_iter().collect();
+    let tx = Tx::begin(state).await?;
+    let (ws, _) =
+        authorize::workspace_action(tx.conn(), caller, workspace_id, "resource_tags:update")
+            .await?;
+    check_resource_ref(&tx, &ws, resource_type, resource_id).await?;
     if let Some(app) = map.get(APPLICATION_TAG)
-        && workspaces::application(state.store.db(), &ws.id, app)
+        && workspaces::application(tx.conn(), &ws.id, app)
             .await?
             .is_none()
     {
@@ -195,7 +185,6 @@ pub async fn set_resource_tags(
             "application `{app}` does not exist in the workspace; create it first"
         )));
     }
-    let tx = Tx::begin(state).await?;
     let row = resource::Model {
         workspace_id: ws.id.clone(),
         resource_type: resource_type.to_owned(),
@@ -236,8 +225,9 @@ pub async fn get_resource_tags(
     resource_type: &str,
     resource_id: &str,
 ) -> Result<Vec<(String, String)>> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "resource_tags:read").await?;
+    let (ws, _) =
+        authorize::workspace_action(state.store.db(), caller, workspace_id, "resource_tags:read")
+            .await?;
     let row = workspaces::resource(state.store.db(), &ws.id, resource_type, resource_id)
         .await?
         .ok_or_else(|| {
@@ -256,9 +246,10 @@ pub async fn delete_resource(
     resource_type: &str,
     resource_id: &str,
 ) -> Result<u64> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "resource_tags:delete").await?;
     let tx = Tx::begin(state).await?;
+    let (ws, _) =
+        authorize::workspace_action(tx.conn(), caller, workspace_id, "resource_tags:delete")
+            .await?;
     tx.invalidate(Target::ResourceTags, &ws.id);
     if !workspaces::delete_resource(tx.conn(), &ws.id, resource_type, resource_id).await? {
         return Err(Error::NotFound(format!(
@@ -287,21 +278,13 @@ pub async fn get_settings(
     caller: &Caller,
     workspace_id: &str,
 ) -> Result<workspace_settings::Model> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    caller
-        .authorize_org(
-            &state.store,
-            &ws.organization_id,
-            OrgPermission::ViewRetention,
-        )
-        .await?;
-    caller
-        .authorize_org(
-            &state.store,
-            &ws.organization_id,
-            OrgPermission::ViewUsageLimits,
-        )
-        .await?;
+    let (ws, _) = authorize::org_in_workspace(
+        state.store.db(),
+        caller,
+        workspace_id,
+        &[OrgPermission::ViewRetention, OrgPermission::ViewUsageLimits],
+    )
+    .await?;
     Ok(workspaces::settings(state.store.db(), &ws.id)
         .await?
         .unwrap_or(workspace_settings::Model {
@@ -324,25 +307,6 @@ pub async fn update_settings(
     data_retention_days: Option<u32>,
     monthly_trace_limit: Option<u64>,
 ) -> Result<(workspace_settings::Model, u64)> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    if data_retention_days.is_some() {
-        caller
-            .authorize_org(
-                &state.store,
-                &ws.organization_id,
-                OrgPermission::UpdateRetention,
-            )
-            .await?;
-    }
-    if monthly_trace_limit.is_some() {
-        caller
-            .authorize_org(
-                &state.store,
-                &ws.organization_id,
-                OrgPermission::UpdateUsageLimits,
-            )
-            .await?;
-    }
     if data_retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
         return Err(Error::invalid(
             "data_retention_days",
@@ -354,7 +318,15 @@ pub async fn update_settings(
             i64::try_from(l).map_err(|_| Error::invalid("monthly_trace_limit", "is too large"))
         })
         .transpose()?;
+    let mut needed = Vec::new();
+    if data_retention_days.is_some() {
+        needed.push(OrgPermission::UpdateRetention);
+    }
+    if monthly_trace_limit.is_some() || needed.is_empty() {
+        needed.push(OrgPermission::UpdateUsageLimits);
+    }
     let tx = Tx::begin(state).await?;
+    let (ws, _) = authorize::org_in_workspace(tx.conn(), caller, workspace_id, &needed).await?;
     let current = workspaces::settings(tx.conn(), &ws.id).await?;
     let before = current
         .as_ref()

@@ -10,9 +10,12 @@ use super::{
     Page,
     access::catalogue,
     audit::{self, Actor, Change},
+    authorize,
     rules::{self, Plan},
     tx::{Target, Tx},
 };
+use sea_orm::ConnectionTrait;
+
 use crate::{
     auth::Caller,
     authz::{
@@ -72,14 +75,15 @@ pub async fn list_permissions(
     org_id: &str,
 ) -> Result<Vec<Permission>> {
     let org_id = caller.organization(org_id);
-    caller
-        .authorize_org(&state.store, org_id, OrgPermission::ViewRoles)
-        .await?;
+    authorize::org(state.store.db(), caller, org_id, OrgPermission::ViewRoles).await?;
     Ok(catalogue(state.store.db(), org_id)
         .await?
         .permissions()
         .to_vec())
 }
+
+/// Most resource types one organization may register.
+pub const MAX_RESOURCE_TYPES: usize = 256;
 
 /// Registers an organization's own resource type (admins only); registering
 /// an existing type adds the new actions.
@@ -91,9 +95,6 @@ pub async fn register_resource_type(
     actions: &[String],
 ) -> Result<(Vec<Permission>, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageRoles)
-        .await?;
     if !valid_identifier(name) {
         return Err(Error::invalid(
             "resource_type",
@@ -115,11 +116,15 @@ pub async fn register_resource_type(
         ));
     }
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageRoles).await?;
     let conn = tx.conn();
-    let existing = roles::resource_types(conn, &org_id)
-        .await?
-        .into_iter()
-        .find(|t| t.name == name);
+    let types = roles::resource_types(conn, &org_id).await?;
+    let existing = types.iter().find(|t| t.name == name).cloned();
+    if existing.is_none() && types.len() >= MAX_RESOURCE_TYPES {
+        return Err(Error::FailedPrecondition(format!(
+            "an organization may register at most {MAX_RESOURCE_TYPES} resource types"
+        )));
+    }
     let mut all: Vec<String> = existing
         .as_ref()
         .map(|t| serde_json::from_str(&t.actions).unwrap_or_default())
@@ -165,11 +170,11 @@ pub async fn register_resource_type(
     Ok((permissions, revision))
 }
 
-async fn check_custom_roles_allowed(state: &AppState, org_id: &str) -> Result<()> {
+async fn check_custom_roles_allowed(tx: &Tx, state: &AppState, org_id: &str) -> Result<()> {
     if state.settings.deployment_mode != DeploymentMode::Saas {
         return Ok(());
     }
-    let org = identity::organization(state.store.db(), org_id)
+    let org = identity::organization(tx.conn(), org_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
     if Plan::of(&org) < Plan::Enterprise {
@@ -192,8 +197,11 @@ fn role_name(value: &str) -> Result<String> {
     Ok(name)
 }
 
+/// Most permissions one custom role may list.
+pub const MAX_ROLE_PERMISSIONS: usize = 1024;
+
 async fn validate_permissions(
-    state: &AppState,
+    tx: &Tx,
     org_id: &str,
     permissions: &[String],
 ) -> Result<Vec<String>> {
@@ -203,7 +211,13 @@ async fn validate_permissions(
             "must name at least one permission",
         ));
     }
-    let catalogue = catalogue(state.store.db(), org_id).await?;
+    if permissions.len() > MAX_ROLE_PERMISSIONS {
+        return Err(Error::invalid(
+            "permissions",
+            format!("at most {MAX_ROLE_PERMISSIONS} permissions per role"),
+        ));
+    }
+    let catalogue = catalogue(tx.conn(), org_id).await?;
     catalogue
         .set_of(permissions.iter().map(String::as_str))
         .map_err(|bad| Error::invalid("permissions", format!("unknown permission `{bad}`")))?;
@@ -223,13 +237,12 @@ pub async fn create_role(
     permissions: &[String],
 ) -> Result<(RoleView, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageRoles)
-        .await?;
-    check_custom_roles_allowed(state, &org_id).await?;
     let name = role_name(name)?;
-    let permissions = validate_permissions(state, &org_id, permissions).await?;
+    let description = rules::description("description", description)?;
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageRoles).await?;
+    check_custom_roles_allowed(&tx, state, &org_id).await?;
+    let permissions = validate_permissions(&tx, &org_id, permissions).await?;
     if roles::role_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()
@@ -243,7 +256,7 @@ pub async fn create_role(
         id: new_id(),
         organization_id: org_id.clone(),
         name,
-        description: description.trim().to_owned(),
+        description,
         permissions: serde_json::Value::from(permissions.clone()).to_string(),
         created_at: now,
         updated_at: now,
@@ -272,9 +285,13 @@ async fn system_role_view(state: &AppState, org_id: &str, role: SystemRole) -> R
     ))
 }
 
-async fn custom_role(state: &AppState, org_id: &str, role_id: &str) -> Result<role::Model> {
+async fn custom_role<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    role_id: &str,
+) -> Result<role::Model> {
     let role_id = rules::id("role_id", role_id)?;
-    roles::role(state.store.db(), role_id)
+    roles::role(conn, role_id)
         .await?
         .filter(|r| r.organization_id == org_id)
         .ok_or_else(|| Error::NotFound(format!("role `{role_id}` not found")))
@@ -288,13 +305,13 @@ pub async fn get_role(
     role_id: &str,
 ) -> Result<RoleView> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ViewRoles)
-        .await?;
+    authorize::org(state.store.db(), caller, &org_id, OrgPermission::ViewRoles).await?;
     if let Some(role) = SystemRole::parse(role_id) {
         return system_role_view(state, &org_id, role).await;
     }
-    Ok(custom_view(custom_role(state, &org_id, role_id).await?))
+    Ok(custom_view(
+        custom_role(state.store.db(), &org_id, role_id).await?,
+    ))
 }
 
 /// The system roles (on the first page) and the organization's custom roles.
@@ -305,9 +322,7 @@ pub async fn list_roles(
     page: Page<'_>,
 ) -> Result<(Vec<RoleView>, String)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ViewRoles)
-        .await?;
+    authorize::org(state.store.db(), caller, &org_id, OrgPermission::ViewRoles).await?;
     let size = page_size(page.size);
     let mut views = Vec::new();
     if page.token.is_empty() {
@@ -338,29 +353,33 @@ pub async fn update_role(
     update: RoleUpdate,
 ) -> Result<(RoleView, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageRoles)
-        .await?;
+    let name = update.name.as_deref().map(role_name).transpose()?;
+    let description = update
+        .description
+        .as_deref()
+        .map(|d| rules::description("description", d))
+        .transpose()?;
+    let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageRoles).await?;
     if SystemRole::parse(role_id).is_some() {
         return Err(Error::FailedPrecondition(format!(
             "system role `{role_id}` cannot be changed"
         )));
     }
-    check_custom_roles_allowed(state, &org_id).await?;
-    let mut row = custom_role(state, &org_id, role_id).await?;
+    check_custom_roles_allowed(&tx, state, &org_id).await?;
+    let mut row = custom_role(tx.conn(), &org_id, role_id).await?;
     let before = json!({ "name": row.name, "permissions": serde_json::from_str::<serde_json::Value>(&row.permissions).unwrap_or_default() });
-    if let Some(name) = &update.name {
-        row.name = role_name(name)?;
+    if let Some(name) = name {
+        row.name = name;
     }
-    if let Some(description) = update.description {
-        row.description = description.trim().to_owned();
+    if let Some(description) = description {
+        row.description = description;
     }
     if let Some(perms) = &update.permissions {
-        let perms = validate_permissions(state, &org_id, perms).await?;
+        let perms = validate_permissions(&tx, &org_id, perms).await?;
         row.permissions = serde_json::Value::from(perms).to_string();
     }
     row.updated_at = now_ms();
-    let tx = Tx::begin(state).await?;
     if let Some(other) = roles::role_by_name(tx.conn(), &org_id, &row.name).await?
         && other.id != row.id
     {
@@ -396,17 +415,15 @@ pub async fn delete_role(
     revoke_grants: bool,
 ) -> Result<(u64, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageRoles)
-        .await?;
+    let tx = Tx::begin(state).await?;
+    let conn = tx.conn();
+    authorize::org(conn, caller, &org_id, OrgPermission::ManageRoles).await?;
     if SystemRole::parse(role_id).is_some() {
         return Err(Error::FailedPrecondition(format!(
             "system role `{role_id}` cannot be deleted"
         )));
     }
-    let row = custom_role(state, &org_id, role_id).await?;
-    let tx = Tx::begin(state).await?;
-    let conn = tx.conn();
+    let row = custom_role(conn, &org_id, role_id).await?;
     let in_use = workspaces::grants_with_role(conn, &org_id, &row.id)
         .await?
         .len();

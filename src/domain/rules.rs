@@ -95,6 +95,25 @@ pub fn name(field: &'static str, value: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// Most characters in a free-text description.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+
+/// Validates a free-text description: trimmed, at most
+/// [`MAX_DESCRIPTION_CHARS`] characters, no control characters (empty is fine).
+pub fn description(field: &'static str, value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// Validates an email address and lower-cases it.
 pub fn email(field: &'static str, value: &str) -> Result<String> {
     let value = value.trim().to_lowercase();
@@ -162,6 +181,40 @@ pub fn slug(field: &'static str, value: &str) -> Result<String> {
 
 /// Validates a tag key: a letter, then letters, digits or `_ . : / -`; at most 64.
 pub fn tag_key(field: &'static str, value: &str) -> Result<String> {
+    check_tag_key(field, value)?;
+    Ok(value.to_owned())
+}
+
+/// Validates a tag value: 1 to 256 printable characters.
+pub fn tag_value(field: &'static str, value: &str) -> Result<String> {
+    check_tag_value(field, value)?;
+    Ok(value.to_owned())
+}
+
+/// Most tags one resource may carry, registered or sent inline.
+pub const MAX_TAGS: usize = 50;
+
+/// Validates a resource's tags, registered or sent inline in a Check, by one
+/// rule: at most [`MAX_TAGS`], every key and value valid, no key twice (two
+/// values for one key could satisfy a scope neither alone does).
+pub fn check_tags(field: &'static str, tags: &[(String, String)]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_TAGS} tags per resource"),
+        ));
+    }
+    for (i, (key, value)) in tags.iter().enumerate() {
+        check_tag_key(field, key)?;
+        check_tag_value(field, value)?;
+        if tags[..i].iter().any(|(k, _)| k == key) {
+            return Err(Error::invalid(field, format!("key `{key}` appears twice")));
+        }
+    }
+    Ok(())
+}
+
+fn check_tag_key(field: &'static str, value: &str) -> Result<()> {
     let ok = value.len() <= 64
         && value
             .chars()
@@ -170,26 +223,26 @@ pub fn tag_key(field: &'static str, value: &str) -> Result<String> {
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c));
-    if !ok {
-        return Err(Error::invalid(
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
             field,
             format!(
                 "tag key `{value}` must start with a letter and use only letters, digits and `_ . : / -` (at most 64)"
             ),
-        ));
+        ))
     }
-    Ok(value.to_owned())
 }
 
-/// Validates a tag value: 1 to 256 printable characters.
-pub fn tag_value(field: &'static str, value: &str) -> Result<String> {
-    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+fn check_tag_value(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
         return Err(Error::invalid(
             field,
             format!("tag value `{value}` must be 1 to 256 printable characters"),
         ));
     }
-    Ok(value.to_owned())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -271,6 +324,38 @@ mod tests {
         assert!(tag_value("tags", "prod").is_ok());
         assert!(tag_value("tags", "").is_err());
         assert!(tag_value("tags", &"v".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn descriptions_are_trimmed_and_bounded() {
+        assert_eq!(description("description", " laptop ").unwrap(), "laptop");
+        assert_eq!(description("description", "").unwrap(), "");
+        assert!(description("description", &"é".repeat(MAX_DESCRIPTION_CHARS)).is_ok());
+        assert!(description("description", &"x".repeat(MAX_DESCRIPTION_CHARS + 1)).is_err());
+        assert!(description("description", "a\nb").is_err());
+    }
+
+    #[test]
+    fn tags_follow_one_rule_and_name_each_key_once() {
+        let t = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(check_tags("tags", &t(&[("Environment", "prod"), ("Application", "a")])).is_ok());
+        assert!(check_tags("tags", &[]).is_ok());
+        let twice = check_tags(
+            "tags",
+            &t(&[("Environment", "dev"), ("Environment", "prod")]),
+        );
+        assert!(twice.unwrap_err().to_string().contains("appears twice"));
+        assert!(check_tags("tags", &t(&[("1env", "x")])).is_err());
+        assert!(check_tags("tags", &t(&[("Environment", "")])).is_err());
+        let many: Vec<(String, String)> = (0..=MAX_TAGS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(check_tags("tags", &many).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{
     Page,
     audit::{self, Actor, Change},
-    rules,
+    authorize, rules,
     tx::{Target, Tx},
 };
 use crate::{
@@ -39,11 +39,9 @@ pub async fn create_team(
     name: &str,
 ) -> Result<(team::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
-        .await?;
     let name = rules::name("name", name)?;
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     if teams::team_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()
@@ -82,10 +80,8 @@ pub async fn delete_team(
     team_id: &str,
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
-        .await?;
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let team = team_in_org(&tx, &org_id, team_id).await?;
     teams::delete_team(tx.conn(), &org_id, &team.id).await?;
     tx.invalidate(Target::Organization, &org_id);
@@ -112,9 +108,7 @@ pub async fn list_teams(
     page: Page<'_>,
 ) -> Result<(Vec<TeamWithMembers>, String)> {
     let org_id = caller.organization(org_id);
-    caller
-        .authorize_org(&state.store, org_id, OrgPermission::ViewMembers)
-        .await?;
+    authorize::org(state.store.db(), caller, org_id, OrgPermission::ViewMembers).await?;
     let size = page_size(page.size);
     let rows = teams::teams(state.store.db(), org_id, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |(t, _)| t.id.clone()))
@@ -129,11 +123,9 @@ pub async fn add_team_member(
     user_id: &str,
 ) -> Result<(TeamWithMembers, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
-        .await?;
     let user_id = rules::id("user_id", user_id)?;
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
     let team = team_in_org(&tx, &org_id, team_id).await?;
     if identity::membership(conn, &org_id, user_id)
@@ -183,11 +175,9 @@ pub async fn remove_team_member(
     user_id: &str,
 ) -> Result<(TeamWithMembers, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::ManageTeams)
-        .await?;
     let user_id = rules::id("user_id", user_id)?;
     let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
     let team = team_in_org(&tx, &org_id, team_id).await?;
     if !teams::is_team_member(conn, &team.id, user_id).await? {

@@ -7,17 +7,19 @@ use serde_json::json;
 
 use super::{
     Page,
-    access::{authorize_workspace, scope_to_json, subjects_of},
+    access::{self, scope_to_json, subjects_of},
     audit::{self, Actor, Change},
+    authorize,
     rules::{self, Plan},
     tx::{Target, Tx},
 };
 use crate::{
-    auth::{Caller, KeyScope, PrincipalId},
+    auth::{Caller, PrincipalId},
     authz::{
-        OrgPermission, OrgRole,
+        OrgPermission,
         catalogue::SystemRole,
         engine::{APPLICATION_TAG, Scope, TagCondition},
+        power::Reach,
     },
     config::DeploymentMode,
     error::{Error, Result},
@@ -54,25 +56,23 @@ pub async fn create_workspace(
     name: &str,
 ) -> Result<(workspace::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    caller
-        .authorize_org(&state.store, &org_id, OrgPermission::CreateWorkspaces)
-        .await?;
     let key = rules::slug("key", key)?;
     let name = if name.trim().is_empty() {
         key.clone()
     } else {
         rules::name("name", name)?
     };
-    let org = identity::organization(state.store.db(), &org_id)
+    let tx = Tx::begin(state).await?;
+    authorize::org(tx.conn(), caller, &org_id, OrgPermission::CreateWorkspaces).await?;
+    let org = identity::organization(tx.conn(), &org_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("organization `{org_id}` not found")))?;
+        .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
     if org.personal {
         return Err(Error::FailedPrecondition(
             "a personal organization holds at most one workspace".into(),
         ));
     }
     check_workspace_plan(state, &org)?;
-    let tx = Tx::begin(state).await?;
     let conn = tx.conn();
     if workspaces::workspace_by_key(conn, &org_id, &key)
         .await?
@@ -127,8 +127,9 @@ pub async fn get_workspace(
     caller: &Caller,
     workspace_id: &str,
 ) -> Result<workspace::Model> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "workspace:read").await?;
+    let (ws, _) =
+        authorize::workspace_action(state.store.db(), caller, workspace_id, "workspace:read")
+            .await?;
     Ok(ws)
 }
 
@@ -141,21 +142,22 @@ pub async fn list_workspaces(
     page: Page<'_>,
 ) -> Result<(Vec<workspace::Model>, String)> {
     let org_id = caller.organization(org_id).to_owned();
-    let role = caller.org_role(&state.store, &org_id).await?;
     let conn = state.store.db();
-    let mut only: Option<Vec<String>> = if role == OrgRole::Admin {
+    let power = authorize::power(conn, caller, &org_id).await?;
+    let mut only: Option<Vec<String>> = if power.admin_of_reached_workspaces() {
         None
     } else {
         let subjects = subjects_of(conn, &org_id, &caller.principal).await?;
         let refs: Vec<(&str, &str)> = subjects.iter().map(|(t, id)| (*t, id.as_str())).collect();
         Some(workspaces::workspace_ids_with_grants(conn, &org_id, &refs).await?)
     };
-    if caller.acting_service_account_id.is_none()
-        && let KeyScope::Workspaces(allowed) = &caller.key.scope
-    {
+    if let Reach::Workspaces(reached) = &power.reach {
         only = Some(match only {
-            Some(ids) => ids.into_iter().filter(|id| allowed.contains(id)).collect(),
-            None => allowed.clone(),
+            Some(ids) => ids
+                .into_iter()
+                .filter(|id| power.reach.includes(id))
+                .collect(),
+            None => reached.clone(),
         });
     }
     let size = page_size(page.size);
@@ -171,20 +173,22 @@ pub async fn update_workspace(
     key: Option<&str>,
     name: Option<&str>,
 ) -> Result<(workspace::Model, u64)> {
-    let mut ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "workspace:update").await?;
-    let org = identity::organization(state.store.db(), &ws.organization_id)
+    let key = key.map(|k| rules::slug("key", k)).transpose()?;
+    let name = name.map(|n| rules::name("name", n)).transpose()?;
+    let tx = Tx::begin(state).await?;
+    let (mut ws, _) =
+        authorize::workspace_action(tx.conn(), caller, workspace_id, "workspace:update").await?;
+    let org = identity::organization(tx.conn(), &ws.organization_id)
         .await?
-        .ok_or_else(|| Error::NotFound("the workspace's organization no longer exists".into()))?;
+        .ok_or_else(|| authorize::unreachable_workspace(&ws.id))?;
     check_workspace_plan(state, &org)?;
     let before = json!({ "key": ws.key, "name": ws.name });
     if let Some(key) = key {
-        ws.key = rules::slug("key", key)?;
+        ws.key = key;
     }
     if let Some(name) = name {
-        ws.name = rules::name("name", name)?;
+        ws.name = name;
     }
-    let tx = Tx::begin(state).await?;
     if let Some(other) =
         workspaces::workspace_by_key(tx.conn(), &ws.organization_id, &ws.key).await?
         && other.id != ws.id
@@ -218,15 +222,15 @@ pub async fn delete_workspace(
     caller: &Caller,
     workspace_id: &str,
 ) -> Result<u64> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "workspace:delete").await?;
+    let tx = Tx::begin(state).await?;
+    let conn = tx.conn();
+    let (ws, _) =
+        authorize::workspace_action(conn, caller, workspace_id, "workspace:delete").await?;
     if ws.is_default {
         return Err(Error::FailedPrecondition(
             "a default workspace cannot be deleted, not even by its owner".into(),
         ));
     }
-    let tx = Tx::begin(state).await?;
-    let conn = tx.conn();
     let now = now_ms();
     let mut revoked_keys = 0;
     for key in workspaces::workspace_scoped_keys(conn, &ws.organization_id).await? {
@@ -292,7 +296,7 @@ pub struct ScopeInput {
 }
 
 async fn validate_scope(
-    state: &AppState,
+    tx: &Tx,
     ws: &workspace::Model,
     input: ScopeInput,
 ) -> Result<Option<Scope>> {
@@ -346,7 +350,7 @@ async fn validate_scope(
         });
     }
     for app in apps {
-        if workspaces::application(state.store.db(), &ws.id, &app)
+        if workspaces::application(tx.conn(), &ws.id, &app)
             .await?
             .is_none()
         {
@@ -360,8 +364,11 @@ async fn validate_scope(
     Ok(Some(Scope { conditions }))
 }
 
-async fn validate_subject(state: &AppState, org_id: &str, subject: &Subject) -> Result<()> {
-    let conn = state.store.db();
+/// Checks that a grant's subject is of the organization. Platform accounts
+/// are not the organization's to give roles to: to anyone but a platform
+/// caller they do not exist.
+async fn validate_subject(tx: &Tx, caller: &Caller, org_id: &str, subject: &Subject) -> Result<()> {
+    let conn = tx.conn();
     match subject {
         Subject::User(id) => {
             if identity::membership(conn, org_id, id).await?.is_none() {
@@ -377,10 +384,14 @@ async fn validate_subject(state: &AppState, org_id: &str, subject: &Subject) -> 
                 .ok_or_else(|| Error::NotFound(format!("team `{id}` not found")))?;
         }
         Subject::ServiceAccount(id) => {
-            keys::service_account(conn, id)
+            let not_found = || Error::NotFound(format!("service account `{id}` not found"));
+            let account = keys::service_account(conn, id)
                 .await?
                 .filter(|s| s.organization_id == org_id)
-                .ok_or_else(|| Error::NotFound(format!("service account `{id}` not found")))?;
+                .ok_or_else(not_found)?;
+            if account.platform && !authorize::is_platform(conn, caller).await? {
+                return Err(not_found());
+            }
         }
     }
     Ok(())
@@ -388,7 +399,7 @@ async fn validate_subject(state: &AppState, org_id: &str, subject: &Subject) -> 
 
 /// The stored id of a role named in a grant: a system role's name (aliases
 /// accepted) or a custom role's id or name.
-async fn resolve_role(state: &AppState, org_id: &str, role: &str) -> Result<String> {
+async fn resolve_role(tx: &Tx, org_id: &str, role: &str) -> Result<String> {
     if role.is_empty() {
         return Err(Error::invalid(
             "role",
@@ -398,7 +409,7 @@ async fn resolve_role(state: &AppState, org_id: &str, role: &str) -> Result<Stri
     if let Some(system) = SystemRole::parse(role) {
         return Ok(system.as_str().into());
     }
-    let conn = state.store.db();
+    let conn = tx.conn();
     if let Some(r) = roles::role(conn, role)
         .await?
         .filter(|r| r.organization_id == org_id)
@@ -420,19 +431,31 @@ pub async fn grant_access(
     role: &str,
     scope: ScopeInput,
 ) -> Result<(grant::Model, u64)> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "roles:manage").await?;
     let subject = subject
         .ok_or_else(|| Error::invalid("subject", "must name a user, team or service account"))?;
     if subject.parts().1.is_empty() {
         return Err(Error::invalid("subject", "id is required"));
     }
-    validate_subject(state, &ws.organization_id, &subject).await?;
-    let role = resolve_role(state, &ws.organization_id, role).await?;
-    let scope = validate_scope(state, &ws, scope).await?;
+    let tx = Tx::begin(state).await?;
+    let (ws, power) =
+        authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
+    validate_subject(&tx, caller, &ws.organization_id, &subject).await?;
+    let role = resolve_role(&tx, &ws.organization_id, role).await?;
+    let scope = validate_scope(&tx, &ws, scope).await?;
+    let catalogue = access::catalogue(tx.conn(), &ws.organization_id).await?;
+    let permissions = access::permissions_of_role(tx.conn(), &catalogue, &role).await?;
+    authorize::may_grant(
+        tx.conn(),
+        caller,
+        &ws,
+        &power,
+        &catalogue,
+        &permissions,
+        scope.as_ref(),
+    )
+    .await?;
     let scope_json = scope.as_ref().map(scope_to_json);
     let (subject_type, subject_id) = subject.parts();
-    let tx = Tx::begin(state).await?;
     let existing =
         workspaces::grants_of_subjects(tx.conn(), &ws.id, &[(subject_type, subject_id)]).await?;
     if existing
@@ -483,10 +506,10 @@ pub async fn revoke_access(
     workspace_id: &str,
     grant_id: &str,
 ) -> Result<u64> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "roles:manage").await?;
     let grant_id = rules::id("grant_id", grant_id)?;
     let tx = Tx::begin(state).await?;
+    let (ws, _) =
+        authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
     let row = workspaces::grant(tx.conn(), grant_id)
         .await?
         .filter(|g| g.workspace_id == ws.id)
@@ -535,9 +558,8 @@ pub async fn list_access(
     subject: Option<Subject>,
     page: Page<'_>,
 ) -> Result<(Vec<grant::Model>, String)> {
-    let ws = caller.workspace(&state.store, workspace_id).await?;
-    authorize_workspace(state, caller, &ws, "members:read").await?;
     let conn = state.store.db();
+    let (ws, _) = authorize::workspace_action(conn, caller, workspace_id, "members:read").await?;
     let subjects: Option<Vec<(&'static str, String)>> = match &subject {
         None => None,
         Some(Subject::User(id)) => {

@@ -17,16 +17,19 @@ pub struct AuditFilter {
     pub until_ms: Option<i64>,
 }
 
-/// Events of an organization, newest first, before `before_id` when set.
+/// Events of an organization (`None`: the platform log, events of no
+/// organization), newest first, before `before_id` when set.
 pub async fn events<C: ConnectionTrait>(
     conn: &C,
-    org_id: &str,
+    org_id: Option<&str>,
     filter: &AuditFilter,
     before_id: Option<&str>,
     limit: u64,
 ) -> StoreResult<Vec<audit_event::Model>> {
-    let mut query =
-        audit_event::Entity::find().filter(audit_event::Column::OrganizationId.eq(org_id));
+    let mut query = audit_event::Entity::find().filter(match org_id {
+        Some(org_id) => audit_event::Column::OrganizationId.eq(org_id),
+        None => audit_event::Column::OrganizationId.is_null(),
+    });
     if let Some(actor) = &filter.actor_id {
         query = query.filter(audit_event::Column::ActorId.eq(actor.as_str()));
     }

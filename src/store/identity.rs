@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::{
-    StoreResult,
+    Reads, StoreResult,
     entity::{grant, invite, membership, organization, user, workspace},
 };
 
@@ -138,6 +138,21 @@ pub async fn membership<C: ConnectionTrait>(
             .one(conn)
             .await?,
     )
+}
+
+/// The membership a decision depends on; locked when read for a change.
+pub async fn membership_held<C: Reads>(
+    conn: &C,
+    org_id: &str,
+    user_id: &str,
+) -> StoreResult<Option<membership::Model>> {
+    let query = membership::Entity::find_by_id((org_id.to_owned(), user_id.to_owned()));
+    let query = if C::FOR_CHANGE {
+        query.lock_shared()
+    } else {
+        query
+    };
+    Ok(query.one(conn).await?)
 }
 
 /// Changes a member's organization role.

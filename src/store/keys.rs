@@ -1,12 +1,15 @@
 //! Repository functions for service accounts and API keys.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, Query},
 };
 
 use super::{
-    StoreResult,
+    Reads, StoreResult,
     entity::{api_key, service_account},
 };
 
@@ -18,6 +21,20 @@ pub async fn service_account<C: ConnectionTrait>(
     Ok(service_account::Entity::find_by_id(id.to_owned())
         .one(conn)
         .await?)
+}
+
+/// The service account a decision depends on; locked when read for a change.
+pub async fn service_account_held<C: Reads>(
+    conn: &C,
+    id: &str,
+) -> StoreResult<Option<service_account::Model>> {
+    let query = service_account::Entity::find_by_id(id.to_owned());
+    let query = if C::FOR_CHANGE {
+        query.lock_shared()
+    } else {
+        query
+    };
+    Ok(query.one(conn).await?)
 }
 
 /// A service account of an organization by name.
@@ -33,16 +50,22 @@ pub async fn service_account_by_name<C: ConnectionTrait>(
         .await?)
 }
 
-/// Service accounts of an organization, ordered by id.
+/// Service accounts of an organization, ordered by id; platform accounts
+/// only when `include_platform`.
 pub async fn service_accounts<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
+    include_platform: bool,
     after: &str,
     limit: u64,
 ) -> StoreResult<Vec<service_account::Model>> {
-    Ok(service_account::Entity::find()
+    let mut query = service_account::Entity::find()
         .filter(service_account::Column::OrganizationId.eq(org_id))
-        .filter(service_account::Column::Id.gt(after))
+        .filter(service_account::Column::Id.gt(after));
+    if !include_platform {
+        query = query.filter(service_account::Column::Platform.eq(false));
+    }
+    Ok(query
         .order_by_asc(service_account::Column::Id)
         .limit(limit)
         .all(conn)
@@ -76,11 +99,13 @@ pub async fn api_key_by_hash<C: ConnectionTrait>(
         .await?)
 }
 
-/// API keys of an organization ordered by id; only one user's PATs when `user_id` is set.
+/// API keys of an organization ordered by id; only one user's PATs when
+/// `user_id` is set; platform accounts' keys only when `include_platform`.
 pub async fn api_keys<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
     user_id: Option<&str>,
+    include_platform: bool,
     after: &str,
     limit: u64,
 ) -> StoreResult<Vec<api_key::Model>> {
@@ -89,6 +114,18 @@ pub async fn api_keys<C: ConnectionTrait>(
         .filter(api_key::Column::Id.gt(after));
     if let Some(user_id) = user_id {
         query = query.filter(api_key::Column::UserId.eq(user_id));
+    }
+    if !include_platform {
+        let platform_accounts = Query::select()
+            .column(service_account::Column::Id)
+            .from(service_account::Entity)
+            .and_where(service_account::Column::Platform.eq(true))
+            .to_owned();
+        query = query.filter(
+            Condition::any()
+                .add(api_key::Column::ServiceAccountId.is_null())
+                .add(api_key::Column::ServiceAccountId.not_in_subquery(platform_accounts)),
+        );
     }
     Ok(query
         .order_by_asc(api_key::Column::Id)
@@ -143,15 +180,21 @@ pub async fn revoke_service_account_keys<C: ConnectionTrait>(
     Ok(res.rows_affected)
 }
 
-/// The ids of an organization's service accounts holding `role`.
+/// The ids of an organization's service accounts holding `role`; platform
+/// accounts only when `include_platform`.
 pub async fn service_account_ids_with_role<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
     role: &str,
+    include_platform: bool,
 ) -> StoreResult<Vec<String>> {
-    Ok(service_account::Entity::find()
+    let mut query = service_account::Entity::find()
         .filter(service_account::Column::OrganizationId.eq(org_id))
-        .filter(service_account::Column::Role.eq(role))
+        .filter(service_account::Column::Role.eq(role));
+    if !include_platform {
+        query = query.filter(service_account::Column::Platform.eq(false));
+    }
+    Ok(query
         .order_by_asc(service_account::Column::Id)
         .all(conn)
         .await?

@@ -93,6 +93,24 @@ pub struct Store {
     url: String,
 }
 
+/// What a connection reads for: an answer (the pool) or a change (its
+/// transaction). A change's reads of the rows its authorization depends on
+/// lock them (`FOR SHARE` on PostgreSQL; SQLite has one writer at a time and
+/// the revision row already serializes writers), so no other change can
+/// remove a membership or an account between the decision and the commit.
+pub trait Reads: ConnectionTrait {
+    /// Reads through this connection belong to a change.
+    const FOR_CHANGE: bool;
+}
+
+impl Reads for DatabaseConnection {
+    const FOR_CHANGE: bool = false;
+}
+
+impl Reads for DatabaseTransaction {
+    const FOR_CHANGE: bool = true;
+}
+
 /// A transaction that has already advanced the revision; commit to publish it.
 pub struct WriteTx {
     txn: DatabaseTransaction,

@@ -551,16 +551,37 @@ pub fn app_scope(name: &str) -> Option<pb::Scope> {
 }
 
 impl TestServer {
-    /// A shared organization created by `user` (who becomes its admin).
+    /// A shared organization created by `user` (who becomes its admin), on
+    /// `plan`: chosen at creation when self-hosted; in saas mode it starts on
+    /// the personal plan and the platform (billing) sets the plan.
     pub async fn organization(&self, user: &str, name: &str, plan: i32) -> pb::Organization {
-        self.identity()
+        let saas = self.state.settings.deployment_mode == DeploymentMode::Saas;
+        let org = self
+            .identity()
             .create_organization(as_user(
                 self,
                 pb::CreateOrganizationRequest {
                     name: name.into(),
-                    plan,
+                    plan: if saas { 0 } else { plan },
                 },
                 user,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
+        if !saas || plan == 0 || plan == pb::Plan::Personal as i32 {
+            return org;
+        }
+        self.identity()
+            .update_organization(req(
+                pb::UpdateOrganizationRequest {
+                    organization_id: org.id,
+                    plan: Some(plan),
+                    ..Default::default()
+                },
+                self.key(),
             ))
             .await
             .unwrap()

@@ -11,7 +11,8 @@ pub struct Model {
     pub organization_id: String,
     pub name: String,
     pub role: String,
-    pub act_for_users: bool,
+    /// A platform account: its powers cross organizations, and no organization administers it.
+    pub platform: bool,
     pub created_at: i64,
 }
 

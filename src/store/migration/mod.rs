@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_identity;
 mod m0002_workspaces;
+mod m0003_platform;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_identity::Migration),
             Box::new(m0002_workspaces::Migration),
+            Box::new(m0003_platform::Migration),
         ]
     }
 }

@@ -1,0 +1,338 @@
+//! Effective power: what a caller may do is what its principal may do,
+//! intersected with the limits of the key it calls with. Plain data in,
+//! decisions out; `domain::authorize` gathers the facts and asks here.
+//!
+//! * A key's [`Reach`] is its whole organization (personal access tokens,
+//!   organization-scoped service keys) or a list of its workspaces. The rule
+//!   that a key is limited to its workspaces is [`Reach::includes`], and only
+//!   there.
+//! * Organization permissions are either organization-wide (members, teams,
+//!   keys, roles, invites, billing, the audit log ...) or bound to one
+//!   workspace (its settings, admin of it): a key limited to some workspaces
+//!   holds only the second kind, and only inside them
+//!   ([`OrgPermission::needs_whole_organization`]).
+//! * Powers that cross organizations ([`PlatformPower`]) belong to platform
+//!   accounts acting as themselves with a key that reaches their whole
+//!   organization, and to nobody else.
+//! * Nothing delegates more than its caller holds: a new key reaches no more
+//!   than the caller's key ([`Reach::covers`]) and lives no longer, a new
+//!   account's role is no higher ([`OrgRole::at_most`]).
+
+use super::{OrgPermission, OrgRole};
+
+/// Where a key may act.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Every workspace of the key's organization.
+    Organization,
+    /// These workspaces of the key's organization only.
+    Workspaces(Vec<String>),
+}
+
+impl Reach {
+    /// Answers whether a key with this reach may act in `workspace_id`.
+    pub fn includes(&self, workspace_id: &str) -> bool {
+        match self {
+            Self::Organization => true,
+            Self::Workspaces(ids) => ids.iter().any(|id| id == workspace_id),
+        }
+    }
+
+    /// Answers whether this reach is the whole organization.
+    pub fn is_whole_organization(&self) -> bool {
+        matches!(self, Self::Organization)
+    }
+
+    /// Answers whether everything `other` reaches, this reaches too.
+    pub fn covers(&self, other: &Reach) -> bool {
+        match (self, other) {
+            (Self::Organization, _) => true,
+            (Self::Workspaces(_), Self::Organization) => false,
+            (Self::Workspaces(_), Self::Workspaces(ids)) => ids.iter().all(|id| self.includes(id)),
+        }
+    }
+}
+
+/// A power that crosses organizations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformPower {
+    /// Register users of the identity provider (`CreateUser`).
+    RegisterUsers,
+    /// Read any user, whichever organizations they belong to.
+    ReadUsers,
+    /// Add an existing user to an organization directly (`AddMember`).
+    AddMembers,
+    /// Set an organization's plan in `saas` mode.
+    SetPlans,
+    /// Create, list, delete platform accounts and manage their keys.
+    ManagePlatformAccounts,
+    /// Read the platform audit log.
+    ReadPlatformLog,
+    /// Resolve (`Authenticate`) keys of any organization.
+    ResolveKeys,
+    /// Create a user's organization on their behalf without acting for them.
+    CreateOrganizations,
+}
+
+impl PlatformPower {
+    /// What the power is called in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::RegisterUsers => "registering users",
+            Self::ReadUsers => "reading users of other organizations",
+            Self::AddMembers => {
+                "adding an existing user to an organization directly (organizations invite instead)"
+            }
+            Self::SetPlans => "setting an organization's plan",
+            Self::ManagePlatformAccounts => "managing platform accounts and their keys",
+            Self::ReadPlatformLog => "reading the platform audit log",
+            Self::ResolveKeys => "resolving keys of other organizations",
+            Self::CreateOrganizations => "creating organizations on a user's behalf",
+        }
+    }
+}
+
+/// Why a power does not reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+/// Who a caller is at the platform tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tier {
+    /// The key belongs to a platform account.
+    pub platform_key: bool,
+    /// The call acts for a user (`x-act-as-user`): it then has the user's
+    /// power, not the account's.
+    pub acting: bool,
+    /// The key reaches its whole organization.
+    pub whole_organization: bool,
+}
+
+impl Tier {
+    /// Decides a platform power.
+    pub fn allows(self, power: PlatformPower) -> Result<(), Denied> {
+        if !self.platform_key || self.acting {
+            return Err(Denied(format!(
+                "{} is a platform power: only a platform account acting as itself holds it",
+                power.describe()
+            )));
+        }
+        if !self.whole_organization {
+            return Err(Denied(format!(
+                "{} needs a key that is not limited to workspaces",
+                power.describe()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decides whether a key may carry `x-act-as-user` at all.
+    pub fn may_act_for_users(platform_key: bool) -> Result<(), Denied> {
+        if platform_key {
+            Ok(())
+        } else {
+            Err(Denied(
+                "`x-act-as-user` is a platform power: only platform accounts' keys may act for users"
+                    .into(),
+            ))
+        }
+    }
+}
+
+/// What a caller may do in one organization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Power {
+    /// The organization role of the principal the call is authorized as.
+    pub role: OrgRole,
+    /// The calling key's reach.
+    pub reach: Reach,
+    /// The caller is a platform account acting as itself.
+    pub platform: bool,
+}
+
+impl Power {
+    /// Decides an organization permission exercised on the whole organization.
+    pub fn org(&self, permission: OrgPermission) -> Result<(), Denied> {
+        if permission.needs_whole_organization() && !self.reach.is_whole_organization() {
+            return Err(Denied(format!(
+                "the key is limited to workspaces; `{}` needs a key that reaches the whole organization",
+                permission.name()
+            )));
+        }
+        self.role_allows(permission)
+    }
+
+    /// Decides an organization permission exercised on one workspace (its
+    /// settings, say): the workspace must be within the key's reach.
+    pub fn org_in(&self, permission: OrgPermission, workspace_id: &str) -> Result<(), Denied> {
+        self.reaches(workspace_id)?;
+        self.role_allows(permission)
+    }
+
+    /// Decides whether the key reaches `workspace_id`.
+    pub fn reaches(&self, workspace_id: &str) -> Result<(), Denied> {
+        if self.reach.includes(workspace_id) {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "the key is not scoped to workspace `{workspace_id}`"
+            )))
+        }
+    }
+
+    /// Answers whether the caller is admin of every workspace it reaches.
+    pub fn admin_of_reached_workspaces(&self) -> bool {
+        self.role.allows(OrgPermission::AdminAllWorkspaces)
+    }
+
+    /// Decides whether the caller may give a new key `reach`: never more
+    /// than its own key reaches.
+    pub fn may_give_reach(&self, reach: &Reach) -> Result<(), Denied> {
+        if self.reach.covers(reach) {
+            Ok(())
+        } else {
+            Err(Denied(
+                "a new key may reach only workspaces the calling key reaches".into(),
+            ))
+        }
+    }
+
+    /// Decides whether the caller may give a new account `role`: never a
+    /// higher one than its own.
+    pub fn may_give_role(&self, role: OrgRole) -> Result<(), Denied> {
+        if role.at_most(self.role) {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "{} cannot give {}: nothing delegates more than its caller holds",
+                self.role.as_str(),
+                role.as_str()
+            )))
+        }
+    }
+
+    fn role_allows(&self, permission: OrgPermission) -> Result<(), Denied> {
+        if self.role.allows(permission) {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "{} lacks the organization permission `{}`",
+                self.role.as_str(),
+                permission.name()
+            )))
+        }
+    }
+}
+
+/// Decides whether a new key may live until `requested` (`None`: forever)
+/// when the calling key lives until `caller` (`None`: forever).
+pub fn may_outlive(caller: Option<i64>, requested: Option<i64>) -> Result<(), Denied> {
+    match (caller, requested) {
+        (None, _) => Ok(()),
+        (Some(limit), Some(t)) if t <= limit => Ok(()),
+        (Some(_), _) => Err(Denied(
+            "expires_at: must be set, and no later than the calling key's own expiry".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(ids: &[&str]) -> Reach {
+        Reach::Workspaces(ids.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn power(role: OrgRole, reach: Reach) -> Power {
+        Power {
+            role,
+            reach,
+            platform: false,
+        }
+    }
+
+    #[test]
+    fn workspace_limited_keys_reach_only_their_workspaces() {
+        assert!(Reach::Organization.includes("a"));
+        assert!(ws(&["a", "b"]).includes("b"));
+        assert!(!ws(&["a"]).includes("b"));
+        assert!(!ws(&[]).includes("a"));
+    }
+
+    #[test]
+    fn workspace_limited_admin_keys_hold_no_organization_wide_permission() {
+        let limited = power(OrgRole::Admin, ws(&["a"]));
+        for p in OrgPermission::ALL {
+            assert_eq!(
+                limited.org(p).is_ok(),
+                !p.needs_whole_organization(),
+                "{p:?}"
+            );
+        }
+        for p in [
+            OrgPermission::ManageApiKeys,
+            OrgPermission::ManageMembers,
+            OrgPermission::ManageTeams,
+            OrgPermission::CreateWorkspaces,
+            OrgPermission::ViewAuditLog,
+            OrgPermission::ViewMembers,
+            OrgPermission::CreatePat,
+        ] {
+            assert!(limited.org(p).is_err(), "{p:?}");
+        }
+        assert!(limited.org_in(OrgPermission::UpdateRetention, "a").is_ok());
+        assert!(limited.org_in(OrgPermission::UpdateRetention, "b").is_err());
+        let whole = power(OrgRole::Admin, Reach::Organization);
+        assert!(OrgPermission::ALL.iter().all(|p| whole.org(*p).is_ok()));
+    }
+
+    #[test]
+    fn nothing_delegates_more_than_its_caller_holds() {
+        let limited = power(OrgRole::Admin, ws(&["a", "b"]));
+        assert!(limited.may_give_reach(&ws(&["a"])).is_ok());
+        assert!(limited.may_give_reach(&ws(&["a", "c"])).is_err());
+        assert!(limited.may_give_reach(&Reach::Organization).is_err());
+        let user = power(OrgRole::User, Reach::Organization);
+        assert!(user.may_give_reach(&Reach::Organization).is_ok());
+        assert!(user.may_give_role(OrgRole::Viewer).is_ok());
+        assert!(user.may_give_role(OrgRole::User).is_ok());
+        assert!(user.may_give_role(OrgRole::Admin).is_err());
+    }
+
+    #[test]
+    fn new_keys_live_no_longer_than_the_calling_key() {
+        assert!(may_outlive(None, None).is_ok());
+        assert!(may_outlive(None, Some(5)).is_ok());
+        assert!(may_outlive(Some(10), Some(10)).is_ok());
+        assert!(may_outlive(Some(10), Some(11)).is_err());
+        assert!(may_outlive(Some(10), None).is_err());
+    }
+
+    #[test]
+    fn platform_powers_need_a_platform_account_acting_as_itself() {
+        let platform = Tier {
+            platform_key: true,
+            acting: false,
+            whole_organization: true,
+        };
+        assert!(platform.allows(PlatformPower::RegisterUsers).is_ok());
+        for denied in [
+            Tier {
+                acting: true,
+                ..platform
+            },
+            Tier {
+                platform_key: false,
+                ..platform
+            },
+            Tier {
+                whole_organization: false,
+                ..platform
+            },
+        ] {
+            assert!(denied.allows(PlatformPower::RegisterUsers).is_err());
+        }
+        assert!(Tier::may_act_for_users(false).is_err());
+    }
+}

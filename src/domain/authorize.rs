@@ -1,0 +1,416 @@
+//! The authorization of every RPC, in one place. A caller's effective power
+//! is its principal's power intersected with its key's limits
+//! ([`crate::authz::power`]); this module reads the facts that decision needs
+//! and asks it. Handlers and the rest of the domain never decide themselves.
+//!
+//! * **Read for a change, inside it.** A change passes its own transaction:
+//!   the key, the principal's membership or account and the grants are read
+//!   there (membership and account rows locked, see [`Reads`]), after the
+//!   revision row that serializes writers, so no interleaving lets a removed
+//!   member, a deleted account or a revoked key slip a change in afterwards.
+//! * **Tiers.** An organization principal acts only in its key's
+//!   organization. A platform account acting as itself holds the powers that
+//!   cross organizations ([`platform`]); acting for a user (`x-act-as-user`) it
+//!   has exactly that user's power, only in organizations the user belongs to
+//!   and never beyond its key's reach.
+//! * **Same answer for foreign and unknown.** A workspace or organization the
+//!   caller cannot reach is refused with the same words whether it exists or
+//!   not ([`unreachable_workspace`], [`unreachable_organization`]).
+//! * **Authorize before caching.** [`check_caller`] decides on the cached key
+//!   and the workspace's organization alone, before any resolved set of the
+//!   asked-about principal is loaded or cached.
+
+use sea_orm::ConnectionTrait;
+
+use super::access;
+use crate::{
+    auth::{Caller, PrincipalId, ResolvedKey},
+    authz::{
+        OrgPermission, OrgRole,
+        cache::Id,
+        catalogue::{Catalogue, PermissionSet},
+        engine::Scope,
+        power::{self, Denied, PlatformPower, Power, Reach},
+    },
+    error::{Error, Result},
+    state::AppState,
+    store::{Reads, entity::workspace, identity, keys, now_ms},
+};
+
+fn denied(d: Denied) -> Error {
+    Error::PermissionDenied(d.0)
+}
+
+/// The answer for a workspace the caller cannot reach, whether it exists or not.
+pub fn unreachable_workspace(id: &str) -> Error {
+    Error::PermissionDenied(format!(
+        "workspace `{id}` is not reachable with this key (it does not exist, or belongs to an organization the caller is not part of)"
+    ))
+}
+
+/// The answer for an organization the caller cannot reach, whether it exists or not.
+pub fn unreachable_organization(id: &str) -> Error {
+    Error::PermissionDenied(format!(
+        "organization `{id}` is not reachable with this key (it does not exist, or the caller is not part of it)"
+    ))
+}
+
+fn org_role(stored: &str) -> Result<OrgRole> {
+    // Stored data that does not parse fails closed.
+    OrgRole::from_db(stored)
+        .ok_or_else(|| Error::PermissionDenied("the principal's stored role is not valid".into()))
+}
+
+/// Confirms in storage that the calling key is still live: not revoked,
+/// not expired, not deleted since it was cached.
+async fn live_key<C: Reads>(conn: &C, caller: &Caller) -> Result<()> {
+    let row = keys::api_key(conn, &caller.key.key.id)
+        .await?
+        .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+    if row.revoked_at.is_some() {
+        return Err(Error::Unauthenticated("api key has been revoked".into()));
+    }
+    if row.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(Error::Unauthenticated("api key has expired".into()));
+    }
+    Ok(())
+}
+
+/// The caller's effective power in organization `org_id`, read through `conn`.
+pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<Power> {
+    live_key(conn, caller).await?;
+    let key = &caller.key;
+    let home = org_id == key.organization_id();
+    match (&caller.acting_service_account_id, &key.principal) {
+        (Some(account), _) => {
+            // A key limited to workspaces reaches nothing outside its own organization.
+            if !home && !key.reach.is_whole_organization() {
+                return Err(unreachable_organization(org_id));
+            }
+            keys::service_account_held(conn, account)
+                .await?
+                .filter(|a| a.platform)
+                .ok_or_else(|| {
+                    Error::PermissionDenied(
+                        "`x-act-as-user` is a platform power: this account no longer holds it"
+                            .into(),
+                    )
+                })?;
+            let user = caller.user_id()?;
+            let member = identity::membership_held(conn, org_id, user)
+                .await?
+                .ok_or_else(|| unreachable_organization(org_id))?;
+            Ok(Power {
+                role: org_role(&member.role)?,
+                reach: key.reach.clone(),
+                platform: false,
+            })
+        }
+        (None, _) if !home => Err(unreachable_organization(org_id)),
+        (None, PrincipalId::User(user)) => {
+            let member = identity::membership_held(conn, org_id, user)
+                .await?
+                .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+            Ok(Power {
+                role: org_role(&member.role)?,
+                reach: Reach::Organization,
+                platform: false,
+            })
+        }
+        (None, PrincipalId::ServiceAccount(account)) => {
+            let account = keys::service_account_held(conn, account)
+                .await?
+                .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+            Ok(Power {
+                role: org_role(&account.role)?,
+                reach: key.reach.clone(),
+                platform: account.platform,
+            })
+        }
+    }
+}
+
+/// Authorizes an organization-wide action; returns the caller's power there.
+pub async fn org<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    org_id: &str,
+    permission: OrgPermission,
+) -> Result<Power> {
+    let power = power(conn, caller, org_id).await?;
+    power.org(permission).map_err(denied)?;
+    Ok(power)
+}
+
+/// Authorizes a power that crosses organizations: the caller must be a
+/// platform account acting as itself with a key reaching its whole
+/// organization, as storage says now.
+pub async fn platform<C: Reads>(conn: &C, caller: &Caller, wanted: PlatformPower) -> Result<()> {
+    caller.tier().allows(wanted).map_err(denied)?;
+    live_key(conn, caller).await?;
+    let PrincipalId::ServiceAccount(account) = &caller.key.principal else {
+        return Err(Error::PermissionDenied(
+            "only platform accounts hold platform powers".into(),
+        ));
+    };
+    keys::service_account_held(conn, account)
+        .await?
+        .filter(|a| a.platform)
+        .ok_or_else(|| {
+            Error::PermissionDenied(format!(
+                "{} is a platform power: this account no longer holds it",
+                wanted.describe()
+            ))
+        })?;
+    Ok(())
+}
+
+/// The user a call acts as, once storage confirms the key is live and, under
+/// `x-act-as-user`, its account still a platform account: for what a user
+/// does for themself (creating an organization, accepting an invite).
+pub async fn calling_user<'a, C: Reads>(conn: &C, caller: &'a Caller) -> Result<&'a str> {
+    let user = caller.user_id()?;
+    live_key(conn, caller).await?;
+    if let Some(account) = &caller.acting_service_account_id {
+        keys::service_account_held(conn, account)
+            .await?
+            .filter(|a| a.platform)
+            .ok_or_else(|| {
+                Error::PermissionDenied(
+                    "`x-act-as-user` is a platform power: this account no longer holds it".into(),
+                )
+            })?;
+    }
+    Ok(user)
+}
+
+/// Answers whether the caller is a platform account acting as itself (it
+/// then sees and manages platform accounts); confirmed in storage.
+pub async fn is_platform<C: Reads>(conn: &C, caller: &Caller) -> Result<bool> {
+    if !caller.tier().platform_key || caller.is_acting() {
+        return Ok(false);
+    }
+    match platform(conn, caller, PlatformPower::ManagePlatformAccounts).await {
+        Ok(()) => Ok(true),
+        Err(Error::PermissionDenied(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The workspace a call acts in — `requested` (a request field), else
+/// `x-tenant-id`, else the key's default — and the caller's power in its
+/// organization. The workspace must be within the key's reach.
+pub async fn workspace<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    requested: &str,
+) -> Result<(workspace::Model, Power)> {
+    let named = if requested.is_empty() {
+        caller.tenant.as_deref()
+    } else {
+        Some(requested)
+    };
+    let ws = match named {
+        Some(id) => identity::workspace(conn, id)
+            .await?
+            .ok_or_else(|| unreachable_workspace(id))?,
+        None => default_workspace(conn, caller).await?,
+    };
+    let power = match power(conn, caller, &ws.organization_id).await {
+        Ok(power) => power,
+        Err(Error::PermissionDenied(_)) => return Err(unreachable_workspace(&ws.id)),
+        Err(e) => return Err(e),
+    };
+    power.reaches(&ws.id).map_err(denied)?;
+    Ok((ws, power))
+}
+
+async fn default_workspace<C: ConnectionTrait>(
+    conn: &C,
+    caller: &Caller,
+) -> Result<workspace::Model> {
+    let missing = || {
+        Error::PermissionDenied(
+            "x-tenant-id is required: name the target workspace (this key has no default workspace)"
+                .into(),
+        )
+    };
+    let id = match (&caller.principal, &caller.key.reach) {
+        (PrincipalId::User(user), _) => {
+            identity::membership(conn, caller.key.organization_id(), user)
+                .await?
+                .ok_or_else(missing)?
+                .default_workspace_id
+        }
+        (PrincipalId::ServiceAccount(_), Reach::Workspaces(ids)) if ids.len() == 1 => {
+            ids[0].clone()
+        }
+        _ => return Err(missing()),
+    };
+    identity::workspace(conn, &id)
+        .await?
+        .ok_or_else(|| unreachable_workspace(&id))
+}
+
+/// Authorizes a workspace-level action: `ORG_ADMIN` (within the key's
+/// reach), or an unscoped grant whose role holds `permission`.
+pub async fn workspace_action<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    requested: &str,
+    permission: &str,
+) -> Result<(workspace::Model, Power)> {
+    let (ws, power) = workspace(conn, caller, requested).await?;
+    if power.admin_of_reached_workspaces() {
+        return Ok((ws, power));
+    }
+    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
+    let id = catalogue
+        .id(permission)
+        .ok_or_else(|| Error::FailedPrecondition(format!("unknown permission `{permission}`")))?;
+    let held = access::resolve(conn, &catalogue, &ws, &caller.principal, Some(power.role)).await?;
+    if held.allows(id, &[]) {
+        return Ok((ws, power));
+    }
+    Err(Error::PermissionDenied(format!(
+        "missing permission `{permission}` in workspace `{}`",
+        ws.key
+    )))
+}
+
+/// Authorizes an organization permission exercised on one workspace (its
+/// settings): the workspace must be within the key's reach.
+pub async fn org_in_workspace<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    requested: &str,
+    permissions: &[OrgPermission],
+) -> Result<(workspace::Model, Power)> {
+    let (ws, power) = workspace(conn, caller, requested).await?;
+    for permission in permissions {
+        power.org_in(*permission, &ws.id).map_err(denied)?;
+    }
+    Ok((ws, power))
+}
+
+/// Authorizes giving a grant of a role holding `permissions`, optionally
+/// scoped: the caller must hold every one of them over at least every
+/// resource the grant would cover. Nothing delegates more than its caller holds.
+pub async fn may_grant<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+    catalogue: &Catalogue,
+    permissions: &PermissionSet,
+    scope: Option<&Scope>,
+) -> Result<()> {
+    if power.admin_of_reached_workspaces() {
+        return Ok(());
+    }
+    let held = access::resolve(conn, catalogue, ws, &caller.principal, Some(power.role)).await?;
+    match held.first_not_covered(permissions, scope) {
+        None => Ok(()),
+        Some(p) => Err(Error::PermissionDenied(format!(
+            "role: the caller does not hold `{}` over every resource the grant would cover; nothing delegates more than its caller holds",
+            catalogue.get(p).map_or("?", |p| p.name.as_str())
+        ))),
+    }
+}
+
+/// Authorizes giving a new key `reach`, living until `expires_at`: no more
+/// reach and no longer life than the calling key's own.
+pub fn may_mint(
+    caller: &Caller,
+    power: &Power,
+    reach: &Reach,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    power.may_give_reach(reach).map_err(denied)?;
+    may_outlive(caller, expires_at)
+}
+
+/// Authorizes a key's life until `expires_at` (`None`: forever): no longer
+/// than the calling key's.
+pub fn may_outlive(caller: &Caller, expires_at: Option<i64>) -> Result<()> {
+    power::may_outlive(caller.key.key.expires_at, expires_at).map_err(denied)
+}
+
+/// Authorizes giving a new account `role`: no higher than the caller's.
+pub fn may_give_role(power: &Power, role: OrgRole) -> Result<()> {
+    power.may_give_role(role).map_err(denied)
+}
+
+/// Decides whether the caller may ask about `principal` in workspace
+/// `workspace_id` of organization `org`: a service key of the organization
+/// within its reach (what backends use), a user about themself, an
+/// `ORG_ADMIN` about anyone. Decided on the cached key, before anything about
+/// `principal` is loaded; under `x-act-as-user` the user's membership is read.
+pub async fn check_caller(
+    state: &AppState,
+    caller: &Caller,
+    org: Id,
+    workspace_id: &str,
+    principal: &PrincipalId,
+) -> Result<()> {
+    let key = &caller.key;
+    // Only a platform account acting for a user, with a key that is not
+    // limited to workspaces, asks outside its own organization.
+    let reaches_org =
+        key.ids.organization == org || (caller.is_acting() && key.reach.is_whole_organization());
+    if !reaches_org {
+        return Err(unreachable_workspace(workspace_id));
+    }
+    if !key.reach.includes(workspace_id) {
+        return Err(Error::PermissionDenied(format!(
+            "the calling key is not scoped to workspace `{workspace_id}`"
+        )));
+    }
+    let is_self = caller.principal == *principal;
+    let role = if caller.is_acting() {
+        let user = caller.user_id()?;
+        let member = identity::membership(state.store.db(), &crate::id::format(org), user)
+            .await?
+            .ok_or_else(|| unreachable_workspace(workspace_id))?;
+        org_role(&member.role)?
+    } else {
+        if matches!(key.principal, PrincipalId::ServiceAccount(_)) {
+            return Ok(());
+        }
+        key.org_role
+    };
+    if is_self || role == OrgRole::Admin {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied(
+        "a user may check only their own access; ORG_ADMIN may check anyone's, and backends use a service key"
+            .into(),
+    ))
+}
+
+/// Why a key presented as a Check's principal cannot act in `workspace_id`
+/// of `org`, if it cannot: its own limits bound what it may be allowed.
+pub fn key_principal_limit(key: &ResolvedKey, org: Id, workspace_id: &str) -> Option<&'static str> {
+    if key.ids.organization != org {
+        Some("the principal's api key belongs to another organization")
+    } else if !key.reach.includes(workspace_id) {
+        Some("the principal's service key is not scoped to this workspace")
+    } else {
+        None
+    }
+}
+
+/// Decides whether the caller may look up who holds a permission in a
+/// workspace: service keys of the organization, or holders of `members:read`.
+pub async fn lookup_subjects<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    requested: &str,
+) -> Result<workspace::Model> {
+    if matches!(caller.principal, PrincipalId::ServiceAccount(_)) {
+        return Ok(workspace(conn, caller, requested).await?.0);
+    }
+    Ok(workspace_action(conn, caller, requested, "members:read")
+        .await?
+        .0)
+}

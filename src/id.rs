@@ -1,0 +1,80 @@
+//! Identifiers. Every id Portcullis issues is a UUID, and it is accepted in
+//! exactly one spelling: lower-case, hyphenated (`0191c1d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d`).
+//!
+//! One spelling matters for isolation: caches are keyed by the parsed number
+//! and storage by the text, so a lenient parser (upper case, braces,
+//! `urn:uuid:`, no hyphens) would let one request name an object the cache and
+//! the database disagree about. The codec refuses every other spelling before
+//! a request is decoded, and [`parse`] refuses them again wherever a number is
+//! made from text.
+
+/// A 128-bit id.
+pub type Id = u128;
+
+/// The rule every id field and id header is held to, for error messages.
+pub const RULE: &str = "must be an id in canonical form: a lower-case, hyphenated UUID";
+
+/// Parses an id in canonical form; `None` for anything else (which names nothing).
+pub fn parse(s: &str) -> Option<Id> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut value: u128 = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        value = (value << 4) | u128::from(digit);
+    }
+    Some(value)
+}
+
+/// Answers whether `s` is an id in canonical form.
+pub fn is_canonical(s: &str) -> bool {
+    parse(s).is_some()
+}
+
+/// The canonical text of an id.
+pub fn format(id: Id) -> String {
+    uuid::Uuid::from_u128(id).hyphenated().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_spelling_parses() {
+        let id = uuid::Uuid::new_v4();
+        let canonical = id.hyphenated().to_string();
+        assert_eq!(parse(&canonical), Some(id.as_u128()));
+        assert_eq!(format(id.as_u128()), canonical);
+        for other in [
+            canonical.to_uppercase(),
+            format!("{{{canonical}}}"),
+            format!("urn:uuid:{canonical}"),
+            id.simple().to_string(),
+            format!(" {canonical}"),
+            canonical[..35].to_owned(),
+            canonical.replacen('-', "+", 1),
+            String::new(),
+        ] {
+            assert_eq!(parse(&other), None, "{other:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn every_nibble_is_read() {
+        let id = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!(parse(&format(id)), Some(id));
+    }
+}
