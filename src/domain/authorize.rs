@@ -32,9 +32,15 @@ use crate::{
         engine::Scope,
         power::{self, Denied, PlatformPower, Power, Reach},
     },
+    config::DeploymentMode,
+    domain::rules::Plan,
     error::{Error, Result},
     state::AppState,
-    store::{Reads, entity::workspace, identity, keys, now_ms},
+    store::{
+        Reads,
+        entity::{api_key, workspace},
+        identity, keys, now_ms,
+    },
 };
 
 fn denied(d: Denied) -> Error {
@@ -413,4 +419,139 @@ pub async fn lookup_subjects<C: Reads>(
     Ok(workspace_action(conn, caller, requested, "members:read")
         .await?
         .0)
+}
+
+/// What is done to an API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Revoking takes power away: one's own PAT, or any key for those who manage keys.
+    Revoke,
+    /// Changing the description or expiry: extending one's own PAT is like
+    /// creating one, so it needs the permission to create PATs.
+    Update,
+}
+
+/// Authorizes a change to `key`, a key of the organization `power` was
+/// computed for. Keys of platform accounts exist only for platform callers.
+pub async fn may_change_key<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    power: &Power,
+    key: &api_key::Model,
+    change: KeyChange,
+) -> Result<()> {
+    if let Some(account) = &key.service_account_id
+        && keys::service_account(conn, account)
+            .await?
+            .is_some_and(|a| a.platform)
+        && !is_platform(conn, caller).await?
+    {
+        return Err(Error::NotFound(format!("api key `{}` not found", key.id)));
+    }
+    let own =
+        matches!(&caller.principal, PrincipalId::User(u) if key.user_id.as_deref() == Some(u));
+    let needed = match change {
+        KeyChange::Revoke if own => return Ok(()),
+        KeyChange::Update if own => OrgPermission::CreatePat,
+        _ => OrgPermission::ManageApiKeys,
+    };
+    power.org(needed).map_err(|d| {
+        Error::PermissionDenied(if own {
+            d.0
+        } else {
+            format!(
+                "{} may manage only its own personal access tokens (`{}` needed for others)",
+                power.role.as_str(),
+                OrgPermission::ManageApiKeys.name()
+            )
+        })
+    })
+}
+
+/// Which keys of an organization the caller lists: every key (`None`) for
+/// those who manage keys, else the calling user's own PATs.
+pub fn listed_keys<'a>(caller: &'a Caller, power: &Power) -> Result<Option<&'a str>> {
+    if power.org(OrgPermission::ManageApiKeys).is_ok() {
+        return Ok(None);
+    }
+    Ok(Some(caller.user_id()?))
+}
+
+/// Authorizes resolving (`Authenticate`) another `key`: one of the caller's
+/// own organization, or any for a platform account. Returns the caller's
+/// power when the key is of its organization.
+pub async fn may_resolve_key<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    key: &ResolvedKey,
+) -> Result<Option<Power>> {
+    if key.organization_id() == caller.key.organization_id() {
+        return Ok(Some(power(conn, caller, key.organization_id()).await?));
+    }
+    platform(conn, caller, PlatformPower::ResolveKeys)
+        .await
+        .map_err(|_| {
+            Error::PermissionDenied("the api key belongs to another organization".into())
+        })?;
+    Ok(None)
+}
+
+/// Authorizes showing the workspace a resolved key acts in: a caller whose
+/// key is limited to workspaces sees only keys acting in them.
+pub fn may_see_resolved(power: Option<&Power>, ws: Option<&workspace::Model>) -> Result<()> {
+    match power {
+        Some(power)
+            if !power.reach.is_whole_organization()
+                && !ws.is_some_and(|ws| power.reach.includes(&ws.id)) =>
+        {
+            Err(Error::PermissionDenied(
+                "the calling key is limited to workspaces: it may resolve only keys acting in them (name one with tenant_id)".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decides the plan a new organization may start on: any when self-hosted;
+/// in `saas` mode only the personal plan, since plans are the platform's to set.
+pub fn may_start_on(mode: DeploymentMode, plan: Plan) -> Result<()> {
+    if mode == DeploymentMode::Saas && plan != Plan::Personal {
+        return Err(Error::PermissionDenied(
+            "plan: in saas mode an organization starts on the personal plan; plans are set by the platform (UpdateOrganization by a platform account)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What of a user the caller may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserView {
+    /// Everything: the user themself, or a platform account.
+    Full,
+    /// Everything but the identity-provider subject: another member of the
+    /// caller's organization, for those who may view members.
+    WithoutSubject,
+}
+
+/// Authorizes reading user `user_id`. Users outside the caller's
+/// organization are not found, whether they exist or not.
+pub async fn may_read_user<C: Reads>(conn: &C, caller: &Caller, user_id: &str) -> Result<UserView> {
+    if caller.principal == PrincipalId::User(user_id.to_owned()) {
+        calling_user(conn, caller).await?;
+        return Ok(UserView::Full);
+    }
+    if platform(conn, caller, PlatformPower::ReadUsers)
+        .await
+        .is_ok()
+    {
+        return Ok(UserView::Full);
+    }
+    let org_id = caller.key.organization_id();
+    org(conn, caller, org_id, OrgPermission::ViewMembers).await?;
+    if identity::membership(conn, org_id, user_id).await?.is_none() {
+        return Err(Error::NotFound(format!(
+            "user `{user_id}` is not a member of your organization"
+        )));
+    }
+    Ok(UserView::WithoutSubject)
 }

@@ -9,18 +9,19 @@ use serde_json::json;
 use super::{
     Page,
     audit::{self, Actor, Change},
-    authorize, rules,
+    authorize::{self, KeyChange},
+    rules,
     tx::{Target, Tx},
 };
 use crate::{
     auth::{
-        Caller, PrincipalId, ResolvedKey,
+        Caller, ResolvedKey,
         caller::resolve_key,
         key::{self, KeyKind},
     },
     authz::{
         OrgPermission, OrgRole,
-        power::{PlatformPower, Power, Reach},
+        power::{PlatformPower, Reach},
     },
     error::{Error, Result},
     state::AppState,
@@ -358,73 +359,30 @@ pub async fn list_api_keys(
     let org_id = caller.organization(org_id);
     let conn = state.store.db();
     let power = authorize::power(conn, caller, org_id).await?;
-    let only_user = if power.org(OrgPermission::ManageApiKeys).is_ok() {
-        None
-    } else {
-        Some(caller.user_id()?)
-    };
+    let only_user = authorize::listed_keys(caller, &power)?;
     let platform = authorize::is_platform(conn, caller).await?;
     let size = page_size(page.size);
     let rows = keys::api_keys(conn, org_id, only_user, platform, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |k| k.id.clone()))
 }
 
-/// What is done to a managed key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyChange {
-    /// Revoking takes power away: one's own PAT, or any key for those who manage keys.
-    Revoke,
-    /// Changing the description or expiry: extending one's own PAT is
-    /// creating one, so it needs the permission to create PATs.
-    Update,
-}
-
-/// Loads a key the caller may change, inside the change's transaction. Keys
-/// of platform accounts exist only for platform callers.
+/// Loads a key the caller may change, inside the change's transaction.
 async fn managed_key(
     tx: &Tx,
     caller: &Caller,
     org_id: &str,
     key_id: &str,
     change: KeyChange,
-) -> Result<(api_key::Model, Power)> {
+) -> Result<api_key::Model> {
     let key_id = rules::id("api_key_id", key_id)?;
     let conn = tx.conn();
     let power = authorize::power(conn, caller, org_id).await?;
-    let not_found = || Error::NotFound(format!("api key `{key_id}` not found"));
     let key = keys::api_key(conn, key_id)
         .await?
         .filter(|k| k.organization_id == org_id)
-        .ok_or_else(not_found)?;
-    if let Some(sa) = &key.service_account_id
-        && keys::service_account(conn, sa)
-            .await?
-            .is_some_and(|a| a.platform)
-        && !authorize::is_platform(conn, caller).await?
-    {
-        return Err(not_found());
-    }
-    let own =
-        matches!(&caller.principal, PrincipalId::User(u) if key.user_id.as_deref() == Some(u));
-    let needed = match change {
-        KeyChange::Revoke if own => None,
-        KeyChange::Update if own => Some(OrgPermission::CreatePat),
-        _ => Some(OrgPermission::ManageApiKeys),
-    };
-    if let Some(permission) = needed
-        && let Err(e) = power.org(permission)
-    {
-        return Err(Error::PermissionDenied(if own {
-            e.0
-        } else {
-            format!(
-                "{} may manage only its own personal access tokens (`{}` needed for others)",
-                power.role.as_str(),
-                OrgPermission::ManageApiKeys.name()
-            )
-        }));
-    }
-    Ok((key, power))
+        .ok_or_else(|| Error::NotFound(format!("api key `{key_id}` not found")))?;
+    authorize::may_change_key(conn, caller, &power, &key, change).await?;
+    Ok(key)
 }
 
 /// Answers whether a key's changes go to its organization's log (not a platform account's).
@@ -446,7 +404,7 @@ pub async fn revoke_api_key(
 ) -> Result<(api_key::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
     let tx = Tx::begin(state).await?;
-    let (mut key, _) = managed_key(&tx, caller, &org_id, key_id, KeyChange::Revoke).await?;
+    let mut key = managed_key(&tx, caller, &org_id, key_id, KeyChange::Revoke).await?;
     if key.revoked_at.is_some() {
         drop(tx);
         return Ok((key, state.store.revision().await?));
@@ -498,7 +456,7 @@ pub async fn update_api_key(
         check_expiry(Some(t))?;
     }
     let tx = Tx::begin(state).await?;
-    let (mut key, _) = managed_key(&tx, caller, &org_id, key_id, KeyChange::Update).await?;
+    let mut key = managed_key(&tx, caller, &org_id, key_id, KeyChange::Update).await?;
     if key.revoked_at.is_some() {
         return Err(Error::FailedPrecondition(
             "the api key is revoked and cannot be changed".into(),
@@ -557,16 +515,7 @@ pub async fn authenticate(
     }
     let conn = state.store.db();
     let key = resolve_key(state, secret).await?;
-    let caller_power = if key.organization_id() == caller.key.organization_id() {
-        Some(authorize::power(conn, caller, key.organization_id()).await?)
-    } else {
-        authorize::platform(conn, caller, PlatformPower::ResolveKeys)
-            .await
-            .map_err(|_| {
-                Error::PermissionDenied("the api key belongs to another organization".into())
-            })?;
-        None
-    };
+    let caller_power = authorize::may_resolve_key(conn, caller, &key).await?;
     let subject = Caller {
         principal: key.principal.clone(),
         key,
@@ -578,16 +527,7 @@ pub async fn authenticate(
         Err(Error::PermissionDenied(_)) if tenant.is_empty() => None,
         Err(e) => return Err(e),
     };
-    if let Some(power) = caller_power
-        && !power.reach.is_whole_organization()
-        && !workspace
-            .as_ref()
-            .is_some_and(|ws| power.reach.includes(&ws.id))
-    {
-        return Err(Error::PermissionDenied(
-            "the calling key is limited to workspaces: it may resolve only keys acting in them (name one with tenant_id)".into(),
-        ));
-    }
+    authorize::may_see_resolved(caller_power.as_ref(), workspace.as_ref())?;
     Ok(Authenticated {
         key: subject.key,
         workspace,

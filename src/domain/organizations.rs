@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{
     Page,
     audit::{self, Actor, Change},
-    authorize,
+    authorize::{self, UserView},
     rules::{self, Plan},
     tx::{Target, Tx},
 };
@@ -167,29 +167,11 @@ pub async fn create_user(
 /// identity-provider subject, which only they and the platform read.
 pub async fn get_user(state: &AppState, caller: &Caller, user_id: &str) -> Result<user::Model> {
     let user_id = rules::id("user_id", user_id)?;
-    let conn = state.store.db();
-    let not_member = || {
-        Error::NotFound(format!(
-            "user `{user_id}` is not a member of your organization"
-        ))
-    };
-    if caller.principal == PrincipalId::User(user_id.to_owned()) {
-        authorize::calling_user(conn, caller).await?;
-        return require_user(state, user_id).await;
-    }
-    if authorize::platform(conn, caller, PlatformPower::ReadUsers)
-        .await
-        .is_ok()
-    {
-        return require_user(state, user_id).await;
-    }
-    let org = caller.key.organization_id();
-    authorize::org(conn, caller, org, OrgPermission::ViewMembers).await?;
-    if identity::membership(conn, org, user_id).await?.is_none() {
-        return Err(not_member());
-    }
+    let view = authorize::may_read_user(state.store.db(), caller, user_id).await?;
     let mut user = require_user(state, user_id).await?;
-    user.external_subject = String::new();
+    if view == UserView::WithoutSubject {
+        user.external_subject = String::new();
+    }
     Ok(user)
 }
 
@@ -203,11 +185,7 @@ pub async fn create_organization(
 ) -> Result<(organization::Model, Member, u64)> {
     let name = rules::name("name", name)?;
     let plan = plan.unwrap_or(Plan::Personal);
-    if state.settings.deployment_mode == DeploymentMode::Saas && plan != Plan::Personal {
-        return Err(Error::PermissionDenied(
-            "plan: in saas mode an organization starts on the personal plan; plans are set by the platform (UpdateOrganization by a platform account)".into(),
-        ));
-    }
+    authorize::may_start_on(state.settings.deployment_mode, plan)?;
     let tx = Tx::begin(state).await?;
     let user_id = authorize::calling_user(tx.conn(), caller).await?.to_owned();
     let user = identity::user(tx.conn(), &user_id)
