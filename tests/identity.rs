@@ -594,7 +594,7 @@ async fn invites_flow_and_rules(b: Backend) {
             &user.user_id,
         ))
         .await;
-    assert_code(wrong, Code::PermissionDenied, "another email");
+    assert_code(wrong, Code::NotFound, "addressed to");
     let member = id
         .accept_invite(as_user(
             &s,

@@ -748,14 +748,15 @@ pub async fn accept_invite(
     let user = identity::user(conn, user_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;
+    // An invite addressed to someone else is not found, like one that does not exist.
     let invite = identity::invite(conn, invite_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("invite `{invite_id}` not found")))?;
-    if invite.email != user.email {
-        return Err(Error::PermissionDenied(
-            "the invite is addressed to another email".into(),
-        ));
-    }
+        .filter(|i| i.email == user.email)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "invite `{invite_id}` not found (invites are accepted by the email they are addressed to)"
+            ))
+        })?;
     let org = identity::organization(conn, &invite.organization_id)
         .await?
         .ok_or_else(|| Error::NotFound("the organization of the invite no longer exists".into()))?;
