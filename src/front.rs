@@ -26,7 +26,7 @@ use tracing::{Instrument, field};
 
 use crate::{
     auth::{Caller, PrincipalId},
-    metrics::Metrics,
+    metrics::{Metrics, ShedReason},
     state::AppState,
 };
 
@@ -183,7 +183,7 @@ where
     R: Default,
 {
     let Ok(_permit) = permits.clone().try_acquire_owned() else {
-        state.metrics.record_shed();
+        state.metrics.record_shed(ShedReason::Server);
         record.code = tonic::Code::ResourceExhausted as u16;
         return Ok(Status::resource_exhausted(format!(
             "server is at its limit of {} concurrent requests; retry with backoff",
