@@ -1,16 +1,31 @@
 //! The tower layer in front of every service. For each RPC it, in order:
 //!
 //! 1. records it in the metrics (method, code, latency), whatever happens next;
-//! 2. admits it under the concurrency limit, or sheds it at once with
+//! 2. reads the whole request message within `--request-body-timeout`, or
+//!    answers `DEADLINE_EXCEEDED`: a client that sends headers and then
+//!    trickles its message, or never sends it, holds nothing below;
+//! 3. admits it under the concurrency limit, or sheds it at once with
 //!    `RESOURCE_EXHAUSTED` rather than queueing it;
-//! 3. bounds it by the request timeout, answering `DEADLINE_EXCEEDED` when it
+//! 4. bounds it by the request timeout, answering `DEADLINE_EXCEEDED` when it
 //!    runs out (a client's own `grpc-timeout` is enforced by tonic, outside);
-//! 4. opens its tracing span and authenticates the caller from the metadata,
+//! 5. opens its tracing span and authenticates the caller from the metadata,
 //!    handing the [`Caller`] to the handler in the request extensions.
 //!
-//! Health and reflection skip 2 to 4: probes must be answered even when the
+//! Health and reflection skip 2 to 5: probes must be answered even when the
 //! server is saturated. The benchmark no-op skips only authentication, so it
 //! pays everything else a real RPC pays.
+//!
+//! ## Fair share
+//!
+//! The per-connection stream cap (`--max-streams-per-connection`, applied by
+//! h2 in [`crate::server`]) bounds the calls one connection holds open. Step 2
+//! keeps calls that wait for their message out of the concurrency limit, so
+//! open streams cost a tenant its connection's streams, not everyone's slots.
+//!
+//! What this costs per call: the message is held in memory from step 2 on (it
+//! was before too, in tonic's decoder; a message that arrives in one HTTP/2
+//! DATA frame, up to 16 KiB by default, is kept as received without a copy),
+//! and one allocation for the body handed to the service. Nothing locks.
 
 use std::{
     pin::Pin,
@@ -19,8 +34,14 @@ use std::{
     time::Instant,
 };
 
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Bytes, Frame, SizeHint};
 use tokio::sync::Semaphore;
-use tonic::{Status, codegen::http};
+use tonic::{
+    Status,
+    body::Body,
+    codegen::http::{self, HeaderMap},
+};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
@@ -34,14 +55,16 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct FrontLayer {
     state: AppState,
-    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
 }
 
 impl FrontLayer {
     /// A layer with `state`'s limits, metrics, caches and store.
     pub fn new(state: AppState) -> Self {
-        let permits = Arc::new(Semaphore::new(state.settings.max_concurrent_requests));
-        Self { state, permits }
+        let limits = Arc::new(Limits {
+            permits: Semaphore::new(state.settings.max_concurrent_requests),
+        });
+        Self { state, limits }
     }
 }
 
@@ -52,7 +75,7 @@ impl<S> Layer<S> for FrontLayer {
         Front {
             inner,
             state: self.state.clone(),
-            permits: self.permits.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -62,7 +85,14 @@ impl<S> Layer<S> for FrontLayer {
 pub struct Front<S> {
     inner: S,
     state: AppState,
-    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
+}
+
+/// What the services of one server share: one allocation, cloned once per call.
+#[derive(Debug)]
+struct Limits {
+    /// The concurrency limit.
+    permits: Semaphore,
 }
 
 /// How much of the front an RPC goes through.
@@ -122,13 +152,18 @@ fn response_code<B>(response: &http::Response<B>) -> u16 {
         .unwrap_or(0)
 }
 
+/// Answers `status` at once, as `record`'s code.
+fn refuse<R: Default>(record: &mut Record<'_>, status: Status) -> http::Response<R> {
+    record.code = status.code() as u16;
+    status.into_http()
+}
+
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<S, B, R> Service<http::Request<B>> for Front<S>
+impl<S, R> Service<http::Request<Body>> for Front<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
     R: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -139,12 +174,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         // The ready service is the one polled; a clone takes its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
-        let permits = self.permits.clone();
+        let limits = self.limits.clone();
         Box::pin(async move {
             let path = req.uri().path().to_owned();
             let kind = classify(&path);
@@ -163,38 +198,62 @@ where
                 }
                 response
             } else {
-                guarded(inner, req, &state, &permits, kind, &mut record).await
+                guarded(inner, req, &state, &limits, kind, &mut record).await
             }
         })
     }
 }
 
-/// Steps 2 to 4 for everything but probes; sets `record`'s code.
-async fn guarded<S, B, R>(
+/// Steps 2 to 5 for everything but probes; sets `record`'s code.
+async fn guarded<S, R>(
     mut inner: S,
-    mut req: http::Request<B>,
+    req: http::Request<Body>,
     state: &AppState,
-    permits: &Arc<Semaphore>,
+    limits: &Limits,
     kind: Path,
     record: &mut Record<'_>,
 ) -> Result<http::Response<R>, S::Error>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S: Service<http::Request<Body>, Response = http::Response<R>>,
     R: Default,
 {
-    let Ok(_permit) = permits.clone().try_acquire_owned() else {
+    let settings = &state.settings;
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(
+        settings.request_body_timeout,
+        read_ahead(body, settings.max_message_bytes),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(status)) => return Ok(refuse(record, status)),
+        Err(_) => {
+            state.metrics.record_body_timeout();
+            return Ok(refuse(
+                record,
+                Status::deadline_exceeded(format!(
+                    "the request message did not arrive within --request-body-timeout ({} ms)",
+                    settings.request_body_timeout.as_millis()
+                )),
+            ));
+        }
+    };
+    let mut req = http::Request::from_parts(parts, Body::new(body));
+
+    let Ok(_permit) = limits.permits.try_acquire() else {
         state.metrics.record_shed(ShedReason::Server);
-        record.code = tonic::Code::ResourceExhausted as u16;
-        return Ok(Status::resource_exhausted(format!(
-            "server is at its limit of {} concurrent requests; retry with backoff",
-            state.settings.max_concurrent_requests
-        ))
-        .into_http());
+        return Ok(refuse(
+            record,
+            Status::resource_exhausted(format!(
+                "server is at its limit of {} concurrent requests; retry with backoff",
+                settings.max_concurrent_requests
+            )),
+        ));
     };
     state.metrics.add_in_flight(1);
     record.counted_in_flight = true;
 
-    let deadline = state.settings.request_timeout;
+    let deadline = settings.request_timeout;
 
     let span = tracing::info_span!(
         "rpc",
@@ -207,22 +266,21 @@ where
     );
     let work = async {
         if kind == Path::Authenticated {
-            match Caller::from_headers(state, req.headers()).await {
-                Ok(caller) => {
-                    let span = tracing::Span::current();
-                    match &caller.principal {
-                        PrincipalId::User(id) => span.record("principal", format!("user:{id}")),
-                        PrincipalId::ServiceAccount(id) => {
-                            span.record("principal", format!("service_account:{id}"))
-                        }
-                    };
-                    if let Some(tenant) = &caller.tenant {
-                        span.record("tenant", tenant.as_str());
-                    }
-                    req.extensions_mut().insert(caller);
-                }
+            let caller = match Caller::from_headers(state, req.headers()).await {
+                Ok(caller) => caller,
                 Err(err) => return Ok(Status::from(err).into_http()),
+            };
+            let span = tracing::Span::current();
+            match &caller.principal {
+                PrincipalId::User(id) => span.record("principal", format!("user:{id}")),
+                PrincipalId::ServiceAccount(id) => {
+                    span.record("principal", format!("service_account:{id}"))
+                }
+            };
+            if let Some(tenant) = &caller.tenant {
+                span.record("tenant", tenant.as_str());
             }
+            req.extensions_mut().insert(caller);
         }
         inner.call(req).await
     };
@@ -253,6 +311,107 @@ where
     response
 }
 
+/// The gRPC frame header: a compression flag and a 4-byte big-endian length.
+const FRAME_HEADER: usize = 5;
+
+/// The message length a gRPC frame declares, once its header has arrived.
+fn declared_len(received: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = received.get(1..FRAME_HEADER)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(len)).ok()
+}
+
+/// Reads a request body until it ends, or until it is known to be over the
+/// message size limit `max_message`: its frame declares more, or more bytes
+/// than one frame of that size have arrived. An oversized body is handed on with
+/// its unread rest, so tonic answers it as it always has (OUT_OF_RANGE, from
+/// the frame header) and nothing more than the limit is ever held here.
+async fn read_ahead(mut body: Body, max_message: usize) -> Result<ReadAhead, Status> {
+    let limit = max_message.saturating_add(FRAME_HEADER);
+    // The first DATA frame as received; a copy only when a second one comes.
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
+    let mut trailers = None;
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let data = match frame?.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if joined.is_none() && first.is_empty() {
+            first = data;
+        } else {
+            let buf = joined.get_or_insert_with(|| {
+                // Room for the whole frame at once, as far as it is allowed.
+                let wanted = declared_len(&first).map_or(0, |n| n.saturating_add(FRAME_HEADER));
+                let mut buf = Vec::with_capacity(wanted.min(limit).max(first.len() + data.len()));
+                buf.extend_from_slice(&first);
+                buf
+            });
+            buf.extend_from_slice(&data);
+        }
+        let received = joined.as_deref().unwrap_or(&first);
+        if received.len() > limit || declared_len(received).is_some_and(|n| n > max_message) {
+            return Ok(ReadAhead {
+                data: Some(joined.map_or(first, Bytes::from)),
+                rest: Some(body),
+                trailers: None,
+            });
+        }
+    }
+    let data = joined.map_or(first, Bytes::from);
+    Ok(ReadAhead {
+        data: (!data.is_empty()).then_some(data),
+        rest: None,
+        trailers,
+    })
+}
+
+/// A request body read ahead of admission, handed to the service in place
+/// of the client's: the bytes received, then either the trailers (a complete
+/// body) or the unread rest of the client's body (an oversized one).
+struct ReadAhead {
+    data: Option<Bytes>,
+    rest: Option<Body>,
+    trailers: Option<HeaderMap>,
+}
+
+impl hyper::body::Body for ReadAhead {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(rest) = &mut this.rest {
+            return Pin::new(rest).poll_frame(cx);
+        }
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.rest, &self.data) {
+            (None, data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            (Some(_), _) => SizeHint::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +425,88 @@ mod tests {
         assert!(classify("/portcullis.v1.NoopService/Noop") == Path::Anonymous);
         assert!(classify("/portcullis.v1.CheckService/Check") == Path::Authenticated);
         assert!(classify("/grpc.health.v1.Nope/x") == Path::Authenticated);
+    }
+
+    fn body(frames: Vec<Frame<Bytes>>) -> Body {
+        Body::new(http_body_util::StreamBody::new(tokio_stream::iter(
+            frames.into_iter().map(Ok::<_, Status>),
+        )))
+    }
+
+    fn grpc_frame(declared: u32, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0];
+        frame.extend_from_slice(&declared.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    async fn collect(read: ReadAhead) -> (Bytes, Option<HeaderMap>) {
+        let collected = Body::new(read).collect().await.expect("a readable body");
+        let trailers = collected.trailers().cloned();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn a_message_in_several_frames_is_read_whole_with_its_trailers() {
+        let message = grpc_frame(6, b"abcdef");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-extra", http::HeaderValue::from_static("1"));
+        let read = read_ahead(
+            body(vec![
+                Frame::data(Bytes::copy_from_slice(&message[..3])),
+                Frame::data(Bytes::copy_from_slice(&message[3..])),
+                Frame::trailers(trailers.clone()),
+            ]),
+            64,
+        )
+        .await
+        .expect("read");
+        assert!(read.rest.is_none(), "nothing left unread");
+        assert_eq!(read.size_hint().exact(), Some(message.len() as u64));
+        assert_eq!(collect(read).await, (Bytes::from(message), Some(trailers)));
+    }
+
+    #[tokio::test]
+    async fn a_message_in_one_frame_is_kept_as_received() {
+        let message = Bytes::from(grpc_frame(3, b"abc"));
+        let read = read_ahead(body(vec![Frame::data(message.clone())]), 64)
+            .await
+            .expect("read");
+        let data = read.data.as_ref().expect("data");
+        assert_eq!(data.as_ptr(), message.as_ptr(), "not copied");
+        assert_eq!(collect(read).await.0, message);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_handed_on_unread_with_its_rest() {
+        // The header declares more than the limit: reading stops there.
+        let message = grpc_frame(100, &[7; 100]);
+        let frames = || {
+            message
+                .chunks(10)
+                .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>()
+        };
+        let read = read_ahead(body(frames()), 50).await.expect("read");
+        assert_eq!(read.data.as_ref().map(Bytes::len), Some(10));
+        assert!(read.rest.is_some());
+        assert_eq!(collect(read).await.0, Bytes::from(message.clone()));
+
+        // Within the limit by its header, but more bytes than a message may
+        // have: reading stops past the limit.
+        let mut two = grpc_frame(40, &[1; 40]);
+        two.extend(grpc_frame(40, &[2; 40]));
+        let read = read_ahead(
+            body(
+                two.chunks(10)
+                    .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+                    .collect(),
+            ),
+            50,
+        )
+        .await
+        .expect("read");
+        assert_eq!(read.data.as_ref().map(Bytes::len), Some(60));
+        assert_eq!(collect(read).await.0, Bytes::from(two));
     }
 }
