@@ -9,27 +9,36 @@
 //! 4. bounds it by the request timeout, answering `DEADLINE_EXCEEDED` when it
 //!    runs out (a client's own `grpc-timeout` is enforced by tonic, outside);
 //! 5. opens its tracing span and authenticates the caller from the metadata,
-//!    handing the [`Caller`] to the handler in the request extensions.
+//!    handing the [`Caller`] to the handler in the request extensions;
+//! 6. admits it under the calling principal's share of the concurrency limit,
+//!    or sheds it at once with `RESOURCE_EXHAUSTED`.
 //!
-//! Health and reflection skip 2 to 5: probes must be answered even when the
-//! server is saturated. The benchmark no-op skips only authentication, so it
-//! pays everything else a real RPC pays.
+//! Health and reflection skip 2 to 6: probes must be answered even when the
+//! server is saturated. The benchmark no-op skips only 5 and 6, so it pays
+//! everything else a real RPC pays.
 //!
 //! ## Fair share
 //!
-//! The per-connection stream cap (`--max-streams-per-connection`, applied by
-//! h2 in [`crate::server`]) bounds the calls one connection holds open. Step 2
-//! keeps calls that wait for their message out of the concurrency limit, so
-//! open streams cost a tenant its connection's streams, not everyone's slots.
+//! Three limits keep one tenant from taking the server from the others. The
+//! per-connection stream cap (`--max-streams-per-connection`, applied by h2 in
+//! [`crate::server`]) bounds the calls one connection holds open. Step 2 keeps
+//! calls that wait for their message out of the concurrency limit, so open
+//! streams cost a tenant its connection's streams, not everyone's slots. Step
+//! 6 bounds the slots one principal's admitted calls take.
 //!
-//! What this costs per call: the message is held in memory from step 2 on (it
-//! was before too, in tonic's decoder; a message that arrives in one HTTP/2
-//! DATA frame, up to 16 KiB by default, is kept as received without a copy),
-//! and one allocation for the body handed to the service. Nothing locks.
+//! What this costs per call: the message is held in memory from step 2 on,
+//! as tonic's decoder held it before; a message that arrives in one HTTP/2
+//! DATA frame (up to 16 KiB by default) is kept as received, without a copy,
+//! and a longer one is copied once into one buffer. Then one allocation for
+//! the body handed to the service, and two atomic operations on the
+//! principal's counter. Nothing locks.
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -51,7 +60,8 @@ use crate::{
     state::AppState,
 };
 
-/// Builds [`Front`] services sharing one concurrency limit.
+/// Builds [`Front`] services sharing one concurrency limit and one table of
+/// principal shares.
 #[derive(Clone, Debug)]
 pub struct FrontLayer {
     state: AppState,
@@ -61,8 +71,18 @@ pub struct FrontLayer {
 impl FrontLayer {
     /// A layer with `state`'s limits, metrics, caches and store.
     pub fn new(state: AppState) -> Self {
+        let settings = &state.settings;
+        if settings.max_concurrent_per_principal >= settings.max_concurrent_requests {
+            tracing::warn!(
+                max_concurrent_per_principal = settings.max_concurrent_per_principal,
+                max_concurrent_requests = settings.max_concurrent_requests,
+                "--max-concurrent-per-principal is not below --max-concurrent-requests: \
+                 one principal can take every slot"
+            );
+        }
         let limits = Arc::new(Limits {
-            permits: Semaphore::new(state.settings.max_concurrent_requests),
+            permits: Semaphore::new(settings.max_concurrent_requests),
+            shares: PrincipalShares::new(settings.max_concurrent_per_principal),
         });
         Self { state, limits }
     }
@@ -93,6 +113,73 @@ pub struct Front<S> {
 struct Limits {
     /// The concurrency limit.
     permits: Semaphore,
+    /// Each principal's share of it.
+    shares: PrincipalShares,
+}
+
+/// log2 of the number of principal share counters.
+const SHARE_SLOTS_LOG2: u32 = 12;
+/// The number of principal share counters: 4096, 16 KiB.
+const SHARE_SLOTS: usize = 1 << SHARE_SLOTS_LOG2;
+
+/// In-flight calls per principal, in a fixed table of counters indexed by a
+/// hash of the principal's id: counting takes no lock and allocates nothing,
+/// and the table never grows however many principals call. Principals whose
+/// ids hash to the same counter share one budget; with 4096 counters that is
+/// rare, and when it happens the two are still bounded together, never shed
+/// below the share while alone.
+struct PrincipalShares {
+    share: u32,
+    slots: Box<[AtomicU32; SHARE_SLOTS]>,
+}
+
+impl std::fmt::Debug for PrincipalShares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalShares")
+            .field("share", &self.share)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrincipalShares {
+    /// A table in which each principal may have `share` calls in flight.
+    fn new(share: usize) -> Self {
+        Self {
+            share: u32::try_from(share).unwrap_or(u32::MAX),
+            slots: Box::new(std::array::from_fn(|_| AtomicU32::new(0))),
+        }
+    }
+
+    /// The counter of `principal`. Ids are UUIDs (v7: a timestamp in the high
+    /// half, random bits in the low half); folding the halves and multiplying
+    /// by 2^64/φ (Fibonacci hashing) moves every bit into the top ones, which
+    /// pick the counter.
+    fn slot_of(principal: u128) -> usize {
+        let folded = (principal as u64) ^ ((principal >> 64) as u64);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARE_SLOTS_LOG2)) as usize
+    }
+
+    /// Counts one more call of `principal`, or `None` when it is at its share.
+    /// The call is counted until the guard is dropped, on whatever path.
+    fn try_enter(&self, principal: u128) -> Option<ShareGuard<'_>> {
+        let slot = &self.slots[Self::slot_of(principal)];
+        // Compare and swap rather than add and undo: an undone add could
+        // shed another call of the same principal that had room.
+        slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < self.share).then_some(n + 1)
+        })
+        .ok()?;
+        Some(ShareGuard(slot))
+    }
+}
+
+/// One call counted against a principal's share, until dropped.
+struct ShareGuard<'a>(&'a AtomicU32);
+
+impl Drop for ShareGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How much of the front an RPC goes through.
@@ -204,7 +291,7 @@ where
     }
 }
 
-/// Steps 2 to 5 for everything but probes; sets `record`'s code.
+/// Steps 2 to 6 for everything but probes; sets `record`'s code.
 async fn guarded<S, R>(
     mut inner: S,
     req: http::Request<Body>,
@@ -265,7 +352,8 @@ where
         latency_us = field::Empty,
     );
     let work = async {
-        if kind == Path::Authenticated {
+        // Held until the handler finishes or is dropped (timeout, client gone).
+        let _share = if kind == Path::Authenticated {
             let caller = match Caller::from_headers(state, req.headers()).await {
                 Ok(caller) => caller,
                 Err(err) => return Ok(Status::from(err).into_http()),
@@ -280,8 +368,21 @@ where
             if let Some(tenant) = &caller.tenant {
                 span.record("tenant", tenant.as_str());
             }
+            // The key's own principal, not a user it acts for: the share
+            // bounds what one credential can take.
+            let Some(share) = limits.shares.try_enter(caller.key.ids.principal) else {
+                state.metrics.record_shed(ShedReason::Principal);
+                return Ok(Status::resource_exhausted(format!(
+                    "this principal is at its share of {} concurrent requests; retry with backoff",
+                    settings.max_concurrent_per_principal
+                ))
+                .into_http());
+            };
             req.extensions_mut().insert(caller);
-        }
+            Some(share)
+        } else {
+            None
+        };
         inner.call(req).await
     };
     let started = record.started;
@@ -425,6 +526,43 @@ mod tests {
         assert!(classify("/portcullis.v1.NoopService/Noop") == Path::Anonymous);
         assert!(classify("/portcullis.v1.CheckService/Check") == Path::Authenticated);
         assert!(classify("/grpc.health.v1.Nope/x") == Path::Authenticated);
+    }
+
+    #[test]
+    fn a_principal_is_held_to_its_share_until_a_call_ends() {
+        let shares = PrincipalShares::new(2);
+        let (a, b) = (
+            uuid::Uuid::now_v7().as_u128(),
+            uuid::Uuid::now_v7().as_u128(),
+        );
+        let first = shares.try_enter(a).expect("within the share");
+        let _second = shares.try_enter(a).expect("within the share");
+        assert!(shares.try_enter(a).is_none(), "beyond the share");
+        if PrincipalShares::slot_of(a) != PrincipalShares::slot_of(b) {
+            assert!(
+                shares.try_enter(b).is_some(),
+                "another principal has its own"
+            );
+        }
+        drop(first);
+        assert!(
+            shares.try_enter(a).is_some(),
+            "a finished call frees its place"
+        );
+    }
+
+    #[test]
+    fn principal_ids_spread_over_the_counters() {
+        // Ids that differ only in their timestamp half, only in their random
+        // half, and random ones: few land on a counter another already took.
+        let distinct = |ids: &mut dyn Iterator<Item = u128>| {
+            ids.map(PrincipalShares::slot_of)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert!(distinct(&mut (0..1000u128).map(|i| i << 80)) > 900);
+        assert!(distinct(&mut (0..1000u128)) > 900);
+        assert!(distinct(&mut (0..1000).map(|_| uuid::Uuid::new_v4().as_u128())) > 800);
     }
 
     fn body(frames: Vec<Frame<Bytes>>) -> Body {
