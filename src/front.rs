@@ -423,9 +423,9 @@ fn declared_len(received: &[u8]) -> Option<usize> {
 
 /// Reads a request body until it ends, or until it is known to be over the
 /// message size limit `max_message`: its frame declares more, or more bytes
-/// than one frame of that size have arrived. An oversized body is handed on with
-/// its unread rest, so tonic answers it as it always has (OUT_OF_RANGE, from
-/// the frame header) and nothing more than the limit is ever held here.
+/// than a frame of that size have arrived. An oversized body is handed on
+/// with its unread rest, so tonic answers it as it always has (OUT_OF_RANGE,
+/// from the frame header), and no more than the limit is ever held here.
 async fn read_ahead(mut body: Body, max_message: usize) -> Result<ReadAhead, Status> {
     let limit = max_message.saturating_add(FRAME_HEADER);
     // The first DATA frame as received; a copy only when a second one comes.
@@ -446,10 +446,11 @@ async fn read_ahead(mut body: Body, max_message: usize) -> Result<ReadAhead, Sta
         if joined.is_none() && first.is_empty() {
             first = data;
         } else {
+            // The buffer grows with what arrived, not with what the header
+            // declares: a client that declares 4 MiB and sends ten bytes
+            // must not make the server hold 4 MiB while it waits.
             let buf = joined.get_or_insert_with(|| {
-                // Room for the whole frame at once, as far as it is allowed.
-                let wanted = declared_len(&first).map_or(0, |n| n.saturating_add(FRAME_HEADER));
-                let mut buf = Vec::with_capacity(wanted.min(limit).max(first.len() + data.len()));
+                let mut buf = Vec::with_capacity(first.len() + data.len());
                 buf.extend_from_slice(&first);
                 buf
             });
