@@ -105,6 +105,32 @@ pub struct ServeConfig {
     )]
     pub max_concurrent_requests: usize,
 
+    /// Most RPCs one principal (the calling key's user or service account)
+    /// has in flight at once; beyond it its calls are refused at once with
+    /// RESOURCE_EXHAUSTED. Keep it below `--max-concurrent-requests` so that
+    /// no single principal can take the whole server.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_CONCURRENT_PER_PRINCIPAL",
+        default_value_t = 256
+    )]
+    pub max_concurrent_per_principal: usize,
+
+    /// Most concurrent HTTP/2 streams (calls) one client connection may open;
+    /// clients wait for a stream to finish before opening more.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Longest the whole request message may take to arrive after the
+    /// request headers; a call whose message is later is answered
+    /// DEADLINE_EXCEEDED before it takes a slot of the concurrency limit.
+    #[arg(long, env = "PORTCULLIS_REQUEST_BODY_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub request_body_timeout: Duration,
+
     /// Longest an RPC may run before it is answered DEADLINE_EXCEEDED; a
     /// shorter client deadline (`grpc-timeout`) wins.
     #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
@@ -185,6 +211,12 @@ pub struct Settings {
     pub unavailable_grace: Duration,
     /// Most RPCs served at once (health and reflection exempt).
     pub max_concurrent_requests: usize,
+    /// Most RPCs one principal has in flight at once.
+    pub max_concurrent_per_principal: usize,
+    /// Most concurrent HTTP/2 streams per client connection.
+    pub max_streams_per_connection: u32,
+    /// Longest the request message may take to arrive, before admission.
+    pub request_body_timeout: Duration,
     /// Longest an RPC may run.
     pub request_timeout: Duration,
     /// Largest request or response message, in bytes.
@@ -205,6 +237,9 @@ impl Default for Settings {
             max_batch_size: 1000,
             unavailable_grace: Duration::from_secs(5),
             max_concurrent_requests: 1024,
+            max_concurrent_per_principal: 256,
+            max_streams_per_connection: 256,
+            request_body_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             tls: None,
@@ -239,6 +274,9 @@ impl ServeConfig {
             max_batch_size: self.max_batch_size.max(1),
             unavailable_grace: self.unavailable_grace,
             max_concurrent_requests: self.max_concurrent_requests.max(1),
+            max_concurrent_per_principal: self.max_concurrent_per_principal.max(1),
+            max_streams_per_connection: self.max_streams_per_connection.max(1),
+            request_body_timeout: self.request_body_timeout.max(Duration::from_millis(1)),
             request_timeout: self.request_timeout.max(Duration::from_millis(1)),
             max_message_bytes: self.max_message_bytes.max(1024),
             tls,

@@ -36,8 +36,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    // Boxed: the server's flags make it much larger than the other commands.
     /// Migrates the database (creating a SQLite file if needed) and serves gRPC.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Applies pending database migrations and exits.
     Migrate(DatabaseConfig),
     /// Asks a running server's grpc.health.v1 service; exits 0 when SERVING
@@ -167,7 +168,7 @@ async fn health(addr: &str, service: String) -> Result<(), String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Health { addr, service } => health(&addr, service).await,
         Command::Migrate(database) => {
             open_store(&database).await?;

@@ -85,12 +85,23 @@ pub enum StorageErrorKind {
     Internal,
 }
 
+/// Which limit refused a call at once with `RESOURCE_EXHAUSTED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShedReason {
+    /// The server's concurrency limit (`--max-concurrent-requests`).
+    Server,
+    /// The calling principal's share of it (`--max-concurrent-per-principal`).
+    Principal,
+}
+
 /// The counters of one server.
 pub struct Metrics {
     index: HashMap<String, usize>,
     methods: Vec<MethodCells>,
     in_flight: AtomicI64,
-    shed: AtomicU64,
+    shed_server: AtomicU64,
+    shed_principal: AtomicU64,
+    body_timeouts: AtomicU64,
     allowed: AtomicU64,
     denied: AtomicU64,
     storage_up: AtomicU64,
@@ -160,7 +171,9 @@ impl Metrics {
             index,
             methods,
             in_flight: AtomicI64::new(0),
-            shed: AtomicU64::new(0),
+            shed_server: AtomicU64::new(0),
+            shed_principal: AtomicU64::new(0),
+            body_timeouts: AtomicU64::new(0),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             storage_up: AtomicU64::new(1),
@@ -194,9 +207,18 @@ impl Metrics {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
     }
 
-    /// An RPC refused because the server was at its concurrency limit.
-    pub fn record_shed(&self) {
-        self.shed.fetch_add(1, Ordering::Relaxed);
+    /// An RPC refused at once because of the limit `reason` names.
+    pub fn record_shed(&self, reason: ShedReason) {
+        match reason {
+            ShedReason::Server => &self.shed_server,
+            ShedReason::Principal => &self.shed_principal,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An RPC answered because its request message did not arrive in time.
+    pub fn record_body_timeout(&self) {
+        self.body_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `n` decisions answered, allowed or not.
@@ -241,11 +263,26 @@ impl Metrics {
             "RPCs being served now.",
             self.in_flight.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_rpc_shed_total RPCs refused at once with RESOURCE_EXHAUSTED, by the limit that refused them: the server's concurrency limit or the calling principal's share of it.\n\
+             # TYPE portcullis_rpc_shed_total counter\n\
+             portcullis_rpc_shed_total{{reason=\"server\"}} {}\n\
+             portcullis_rpc_shed_total{{reason=\"principal\"}} {}",
+            self.shed_server.load(Ordering::Relaxed),
+            self.shed_principal.load(Ordering::Relaxed),
+        );
         counter(
             &mut out,
-            "portcullis_rpc_shed_total",
-            "RPCs refused with RESOURCE_EXHAUSTED at the concurrency limit.",
-            self.shed.load(Ordering::Relaxed),
+            "portcullis_request_body_timeouts_total",
+            "RPCs answered DEADLINE_EXCEEDED because their request message did not arrive within --request-body-timeout.",
+            self.body_timeouts.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "portcullis_http2_max_concurrent_streams",
+            "The configured most concurrent HTTP/2 streams per client connection (--max-streams-per-connection), as advertised to clients.",
+            i64::from(state.settings.max_streams_per_connection),
         );
         let _ = writeln!(
             out,

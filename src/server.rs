@@ -1,5 +1,5 @@
-//! Builds and runs the gRPC server: the auth layer, health, reflection, the
-//! services, and graceful shutdown.
+//! Builds and runs the gRPC server: the per-connection stream cap, the front
+//! layer, health, reflection, the services, and graceful shutdown.
 //!
 //! `run` takes a bound listener and a shutdown future so that `main` and the
 //! tests drive it the same way.
@@ -133,7 +133,11 @@ pub async fn run(
         .settings
         .bench_noop
         .then(|| limited!(NoopServiceServer, NoopApi, state));
-    let mut builder = Server::builder();
+    // h2 advertises the cap in its SETTINGS and refuses streams beyond it, so
+    // one connection cannot hold more than its share of calls waiting for a
+    // request body; well-behaved clients queue until a stream finishes.
+    let mut builder =
+        Server::builder().max_concurrent_streams(state.settings.max_streams_per_connection);
     if let Some(tls) = &state.settings.tls {
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));

@@ -117,7 +117,10 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once(b: Backend) {
     assert!(s.allowed(&ann, &ws, "datasets:read", &[]).await);
 
     let scrape = s.scrape().await;
-    assert_eq!(sample(&scrape, "portcullis_rpc_shed_total"), 40.0);
+    assert_eq!(
+        sample(&scrape, "portcullis_rpc_shed_total{reason=\"server\"}"),
+        40.0
+    );
     assert_eq!(
         sample(
             &scrape,
