@@ -33,27 +33,22 @@
 //! the body handed to the service, and two atomic operations on the
 //! principal's counter. Nothing locks.
 
+mod body;
+mod share;
+
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
-use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Bytes, Frame, SizeHint};
 use tokio::sync::Semaphore;
-use tonic::{
-    Status,
-    body::Body,
-    codegen::http::{self, HeaderMap},
-};
+use tonic::{Status, body::Body, codegen::http};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
+use self::{body::read_ahead, share::PrincipalShares};
 use crate::{
     auth::{Caller, PrincipalId},
     metrics::{Metrics, ShedReason},
@@ -115,71 +110,6 @@ struct Limits {
     permits: Semaphore,
     /// Each principal's share of it.
     shares: PrincipalShares,
-}
-
-/// log2 of the number of principal share counters.
-const SHARE_SLOTS_LOG2: u32 = 12;
-/// The number of principal share counters: 4096, 16 KiB.
-const SHARE_SLOTS: usize = 1 << SHARE_SLOTS_LOG2;
-
-/// In-flight calls per principal, in a fixed table of counters indexed by a
-/// hash of the principal's id: counting takes no lock and allocates nothing,
-/// and the table never grows however many principals call. Principals whose
-/// ids hash to the same counter share one budget; with 4096 counters that is
-/// rare, and when it happens the two are still bounded together, never shed
-/// below the share while alone.
-struct PrincipalShares {
-    share: u32,
-    slots: Box<[AtomicU32; SHARE_SLOTS]>,
-}
-
-impl std::fmt::Debug for PrincipalShares {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrincipalShares")
-            .field("share", &self.share)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PrincipalShares {
-    /// A table in which each principal may have `share` calls in flight.
-    fn new(share: usize) -> Self {
-        Self {
-            share: u32::try_from(share).unwrap_or(u32::MAX),
-            slots: Box::new(std::array::from_fn(|_| AtomicU32::new(0))),
-        }
-    }
-
-    /// The counter of `principal`. Ids are UUIDs (v7: a timestamp in the high
-    /// half, random bits in the low half); folding the halves and multiplying
-    /// by 2^64/φ (Fibonacci hashing) moves every bit into the top ones, which
-    /// pick the counter.
-    fn slot_of(principal: u128) -> usize {
-        let folded = (principal as u64) ^ ((principal >> 64) as u64);
-        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARE_SLOTS_LOG2)) as usize
-    }
-
-    /// Counts one more call of `principal`, or `None` when it is at its share.
-    /// The call is counted until the guard is dropped, on whatever path.
-    fn try_enter(&self, principal: u128) -> Option<ShareGuard<'_>> {
-        let slot = &self.slots[Self::slot_of(principal)];
-        // Compare and swap rather than add and undo: an undone add could
-        // shed another call of the same principal that had room.
-        slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < self.share).then_some(n + 1)
-        })
-        .ok()?;
-        Some(ShareGuard(slot))
-    }
-}
-
-/// One call counted against a principal's share, until dropped.
-struct ShareGuard<'a>(&'a AtomicU32);
-
-impl Drop for ShareGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How much of the front an RPC goes through.
@@ -412,108 +342,6 @@ where
     response
 }
 
-/// The gRPC frame header: a compression flag and a 4-byte big-endian length.
-const FRAME_HEADER: usize = 5;
-
-/// The message length a gRPC frame declares, once its header has arrived.
-fn declared_len(received: &[u8]) -> Option<usize> {
-    let len: [u8; 4] = received.get(1..FRAME_HEADER)?.try_into().ok()?;
-    usize::try_from(u32::from_be_bytes(len)).ok()
-}
-
-/// Reads a request body until it ends, or until it is known to be over the
-/// message size limit `max_message`: its frame declares more, or more bytes
-/// than a frame of that size have arrived. An oversized body is handed on
-/// with its unread rest, so tonic answers it as it always has (OUT_OF_RANGE,
-/// from the frame header), and no more than the limit is ever held here.
-async fn read_ahead(mut body: Body, max_message: usize) -> Result<ReadAhead, Status> {
-    let limit = max_message.saturating_add(FRAME_HEADER);
-    // The first DATA frame as received; a copy only when a second one comes.
-    let mut first = Bytes::new();
-    let mut joined: Option<Vec<u8>> = None;
-    let mut trailers = None;
-    while !body.is_end_stream() {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        let data = match frame?.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                continue;
-            }
-        };
-        if joined.is_none() && first.is_empty() {
-            first = data;
-        } else {
-            // The buffer grows with what arrived, not with what the header
-            // declares: a client that declares 4 MiB and sends ten bytes
-            // must not make the server hold 4 MiB while it waits.
-            let buf = joined.get_or_insert_with(|| {
-                let mut buf = Vec::with_capacity(first.len() + data.len());
-                buf.extend_from_slice(&first);
-                buf
-            });
-            buf.extend_from_slice(&data);
-        }
-        let received = joined.as_deref().unwrap_or(&first);
-        if received.len() > limit || declared_len(received).is_some_and(|n| n > max_message) {
-            return Ok(ReadAhead {
-                data: Some(joined.map_or(first, Bytes::from)),
-                rest: Some(body),
-                trailers: None,
-            });
-        }
-    }
-    let data = joined.map_or(first, Bytes::from);
-    Ok(ReadAhead {
-        data: (!data.is_empty()).then_some(data),
-        rest: None,
-        trailers,
-    })
-}
-
-/// A request body read ahead of admission, handed to the service in place
-/// of the client's: the bytes received, then either the trailers (a complete
-/// body) or the unread rest of the client's body (an oversized one).
-struct ReadAhead {
-    data: Option<Bytes>,
-    rest: Option<Body>,
-    trailers: Option<HeaderMap>,
-}
-
-impl hyper::body::Body for ReadAhead {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = self.get_mut();
-        if let Some(data) = this.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if let Some(rest) = &mut this.rest {
-            return Pin::new(rest).poll_frame(cx);
-        }
-        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none()
-            && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match (&self.rest, &self.data) {
-            (None, data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            (Some(_), _) => SizeHint::default(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,125 +355,5 @@ mod tests {
         assert!(classify("/portcullis.v1.NoopService/Noop") == Path::Anonymous);
         assert!(classify("/portcullis.v1.CheckService/Check") == Path::Authenticated);
         assert!(classify("/grpc.health.v1.Nope/x") == Path::Authenticated);
-    }
-
-    #[test]
-    fn a_principal_is_held_to_its_share_until_a_call_ends() {
-        let shares = PrincipalShares::new(2);
-        let (a, b) = (
-            uuid::Uuid::now_v7().as_u128(),
-            uuid::Uuid::now_v7().as_u128(),
-        );
-        let first = shares.try_enter(a).expect("within the share");
-        let _second = shares.try_enter(a).expect("within the share");
-        assert!(shares.try_enter(a).is_none(), "beyond the share");
-        if PrincipalShares::slot_of(a) != PrincipalShares::slot_of(b) {
-            assert!(
-                shares.try_enter(b).is_some(),
-                "another principal has its own"
-            );
-        }
-        drop(first);
-        assert!(
-            shares.try_enter(a).is_some(),
-            "a finished call frees its place"
-        );
-    }
-
-    #[test]
-    fn principal_ids_spread_over_the_counters() {
-        // Ids that differ only in their timestamp half, only in their random
-        // half, and random ones: few land on a counter another already took.
-        let distinct = |ids: &mut dyn Iterator<Item = u128>| {
-            ids.map(PrincipalShares::slot_of)
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-        };
-        assert!(distinct(&mut (0..1000u128).map(|i| i << 80)) > 900);
-        assert!(distinct(&mut (0..1000u128)) > 900);
-        assert!(distinct(&mut (0..1000).map(|_| uuid::Uuid::new_v4().as_u128())) > 800);
-    }
-
-    fn body(frames: Vec<Frame<Bytes>>) -> Body {
-        Body::new(http_body_util::StreamBody::new(tokio_stream::iter(
-            frames.into_iter().map(Ok::<_, Status>),
-        )))
-    }
-
-    fn grpc_frame(declared: u32, payload: &[u8]) -> Vec<u8> {
-        let mut frame = vec![0];
-        frame.extend_from_slice(&declared.to_be_bytes());
-        frame.extend_from_slice(payload);
-        frame
-    }
-
-    async fn collect(read: ReadAhead) -> (Bytes, Option<HeaderMap>) {
-        let collected = Body::new(read).collect().await.expect("a readable body");
-        let trailers = collected.trailers().cloned();
-        (collected.to_bytes(), trailers)
-    }
-
-    #[tokio::test]
-    async fn a_message_in_several_frames_is_read_whole_with_its_trailers() {
-        let message = grpc_frame(6, b"abcdef");
-        let mut trailers = HeaderMap::new();
-        trailers.insert("x-extra", http::HeaderValue::from_static("1"));
-        let read = read_ahead(
-            body(vec![
-                Frame::data(Bytes::copy_from_slice(&message[..3])),
-                Frame::data(Bytes::copy_from_slice(&message[3..])),
-                Frame::trailers(trailers.clone()),
-            ]),
-            64,
-        )
-        .await
-        .expect("read");
-        assert!(read.rest.is_none(), "nothing left unread");
-        assert_eq!(read.size_hint().exact(), Some(message.len() as u64));
-        assert_eq!(collect(read).await, (Bytes::from(message), Some(trailers)));
-    }
-
-    #[tokio::test]
-    async fn a_message_in_one_frame_is_kept_as_received() {
-        let message = Bytes::from(grpc_frame(3, b"abc"));
-        let read = read_ahead(body(vec![Frame::data(message.clone())]), 64)
-            .await
-            .expect("read");
-        let data = read.data.as_ref().expect("data");
-        assert_eq!(data.as_ptr(), message.as_ptr(), "not copied");
-        assert_eq!(collect(read).await.0, message);
-    }
-
-    #[tokio::test]
-    async fn an_oversized_message_is_handed_on_unread_with_its_rest() {
-        // The header declares more than the limit: reading stops there.
-        let message = grpc_frame(100, &[7; 100]);
-        let frames = || {
-            message
-                .chunks(10)
-                .map(|c| Frame::data(Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>()
-        };
-        let read = read_ahead(body(frames()), 50).await.expect("read");
-        assert_eq!(read.data.as_ref().map(Bytes::len), Some(10));
-        assert!(read.rest.is_some());
-        assert_eq!(collect(read).await.0, Bytes::from(message.clone()));
-
-        // Within the limit by its header, but more bytes than a message may
-        // have: reading stops past the limit.
-        let mut two = grpc_frame(40, &[1; 40]);
-        two.extend(grpc_frame(40, &[2; 40]));
-        let read = read_ahead(
-            body(
-                two.chunks(10)
-                    .map(|c| Frame::data(Bytes::copy_from_slice(c)))
-                    .collect(),
-            ),
-            50,
-        )
-        .await
-        .expect("read");
-        assert_eq!(read.data.as_ref().map(Bytes::len), Some(60));
-        assert_eq!(collect(read).await.0, Bytes::from(two));
     }
 }
