@@ -7,14 +7,14 @@
 //! ## Architecture
 //!
 //! ```text
-//!  client ──gRPC──▶ server.rs ─ FrontLayer (front.rs): metrics, limits, span, key → Caller
-//!                       │
+//!  client ──gRPC──▶ server.rs ─ FrontLayer (front/): metrics, body deadline, limits,
+//!                       │        span, key → Caller
 //!                       ▼
 //!                  api/*.rs        decode → call domain → encode (no rules)
 //!                       │
 //!                       ▼
-//!           domain/*.rs, authz/    rules of the access model, permission tables
-//!                       │
+//!           domain/*.rs, authz/    rules of the access model, permission tables;
+//!                       │          domain/authorize.rs decides every authorization
 //!                       ▼
 //!                  store/          sea-orm entities, migrations, repository fns
 //!                       │
@@ -22,23 +22,29 @@
 //! ```
 //!
 //! * Every RPC passes [`front::FrontLayer`]: it is counted in [`metrics`],
-//!   admitted under the concurrency limit or shed, bounded by the request
-//!   timeout and, except health, reflection and the benchmark no-op,
-//!   authenticated: `authorization: Bearer <api key>` becomes an
+//!   its request message is read under a deadline, it is admitted under the
+//!   concurrency limit or shed, bounded by the request timeout and, except
+//!   health, reflection and the benchmark no-op, authenticated and held to
+//!   its principal's share: `authorization: Bearer <api key>` becomes an
 //!   [`auth::Caller`] in the request extensions. Keys have a recognisable
 //!   prefix and a checksum ([`auth::key`]), so garbage never reaches storage;
-//!   only their SHA-256 is stored.
-//! * Admin RPCs are authorized with the same engine the service offers:
-//!   organization permissions come from [`authz::org`].
+//!   only their SHA-256 is stored. The [`codec`] holds every request field to
+//!   the text rules first: no NUL, at most 1 KiB, ids in their one spelling
+//!   ([`id`]).
+//! * Every RPC is authorized in one place, [`domain::authorize`]: the
+//!   caller's effective power is its principal's power intersected with its
+//!   key's limits ([`authz::power`]); platform accounts hold the powers that
+//!   cross organizations; a change is authorized inside its own transaction.
 //! * Every change is one transaction ([`domain::tx::Tx`] over
 //!   [`store::WriteTx`]) that first advances the global revision, writes the
 //!   audit event, and records what it invalidates; on commit the local caches
 //!   drop those entries and other replicas hear of it by PostgreSQL `NOTIFY`
 //!   ([`coherence`]).
-//! * Checks ([`domain::check`]) take the resolved set of (principal,
-//!   workspace) from the moka cache ([`authz::cache`]) — a hash lookup and a
-//!   bit test — or load it once from storage; [`authz::engine`] evaluates
-//!   scopes against resource tags only when a scoped grant could decide.
+//! * Checks ([`domain::check`]) authorize the caller, then take the resolved
+//!   set of (principal, workspace) from the moka cache ([`authz::cache`]) — a
+//!   hash lookup and a bit test — or load it once from storage;
+//!   [`authz::engine`] evaluates scopes against resource tags only when a
+//!   scoped grant could decide.
 //! * Errors: [`store::StoreError`] below, [`error::Error`] above, mapped to
 //!   `tonic::Status` in exactly one place.
 //!
