@@ -401,6 +401,20 @@ async fn acting_for_a_user_never_exceeds_the_keys_reach(b: Backend) {
         Code::PermissionDenied,
         "limited to workspaces",
     );
+    assert_code(
+        s.identity()
+            .create_organization(with(
+                pb::CreateOrganizationRequest {
+                    name: "Elsewhere".into(),
+                    plan: 0,
+                },
+                &limited,
+                &[("x-act-as-user", admin.as_str())],
+            ))
+            .await,
+        Code::PermissionDenied,
+        "limited to workspaces",
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -173,9 +173,15 @@ pub async fn platform<C: Reads>(conn: &C, caller: &Caller, wanted: PlatformPower
 
 /// The user a call acts as, once storage confirms the key is live and, under
 /// `x-act-as-user`, its account still a platform account: for what a user
-/// does for themself (creating an organization, accepting an invite).
+/// does for themself (creating an organization, accepting an invite), which
+/// reaches beyond any workspace, so a key limited to workspaces may not.
 pub async fn calling_user<'a, C: Reads>(conn: &C, caller: &'a Caller) -> Result<&'a str> {
     let user = caller.user_id()?;
+    if !caller.key.reach.is_whole_organization() {
+        return Err(Error::PermissionDenied(
+            "the key is limited to workspaces: it acts for a user only inside them".into(),
+        ));
+    }
     live_key(conn, caller).await?;
     if let Some(account) = &caller.acting_service_account_id {
         keys::service_account_held(conn, account)
