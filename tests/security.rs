@@ -1216,6 +1216,43 @@ async fn inline_tags_follow_the_registered_tag_rules(b: Backend) {
             .into_inner()
             .allowed
     );
+    // Nor under another name: no type means the permission's, any other is refused.
+    let mut untyped = ask("welcome", &[("Environment", "prod")]);
+    untyped.get_mut().resource.as_mut().unwrap().r#type = String::new();
+    assert!(!c.check(untyped).await.unwrap().into_inner().allowed);
+    for other in ["PROMPTS", "datasets", "nosuchtype"] {
+        let mut typed = ask("welcome", &[("Environment", "prod")]);
+        typed.get_mut().resource.as_mut().unwrap().r#type = other.into();
+        assert_code(
+            c.check(typed).await,
+            Code::InvalidArgument,
+            "resource.type: must be the permission's resource type `prompts`",
+        );
+    }
+    let mut untyped = ask("welcome", &[("Environment", "prod")]);
+    untyped.get_mut().resource.as_mut().unwrap().r#type = String::new();
+    let found = s
+        .check()
+        .lookup_subjects(req(
+            pb::LookupSubjectsRequest {
+                workspace_id: ws.clone(),
+                permission: "prompts:update".into(),
+                resource: untyped.into_inner().resource,
+                at_least_revision: 0,
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .subjects;
+    assert!(
+        found.iter().all(|m| m.principal
+            != Some(pb::Principal {
+                kind: Some(pb::principal::Kind::UserId(ann.clone()))
+            })),
+        "{found:?}"
+    );
     let explained = c
         .explain_check(ask("welcome", &[("Environment", "prod")]))
         .await

@@ -42,6 +42,7 @@ pub enum CheckPrincipal {
 /// The resource acted on.
 #[derive(Clone, Debug, Default)]
 pub struct Resource {
+    /// Empty, or the permission's resource type.
     pub resource_type: String,
     pub id: String,
     /// Inline tags, for a resource that is not registered.
@@ -243,9 +244,21 @@ fn check_fresh(set: Arc<ResolvedSet>, at_least_revision: u64) -> Result<Arc<Reso
     Ok(set)
 }
 
+/// Validates the resource of a question about `permission`: its type is
+/// the permission's, its id and inline tags follow the registration rules.
+fn check_resource(permission: &str, resource: &Resource) -> Result<()> {
+    if !resource.resource_type.is_empty() {
+        rules::resource_type_of(permission, &resource.resource_type)?;
+    }
+    if !resource.id.is_empty() {
+        rules::resource_id("resource.id", &resource.id)?;
+    }
+    rules::check_tags("resource.tags", &resource.tags)
+}
+
 /// Resolves who and where a check is about, and authorizes the caller.
 pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> Result<Subject> {
-    rules::check_tags("resource.tags", &input.resource.tags)?;
+    check_resource(&input.permission, &input.resource)?;
     let mut principal_key = None;
     let principal = match &input.principal {
         None => {
@@ -341,11 +354,13 @@ pub enum TagSource {
     Inline,
 }
 
-/// The tags a decision looks at: a registered resource's own, else the
-/// inline ones (see the module doc).
+/// The tags a decision about `permission` looks at: a registered
+/// resource's own, else the inline ones (see the module doc). The resource
+/// is of the permission's type.
 pub async fn resource_tags(
     state: &AppState,
     workspace_id: &str,
+    permission: &str,
     resource: &Resource,
 ) -> Result<(Arc<[(String, String)]>, TagSource)> {
     let inline = || (Arc::from(resource.tags.clone()), TagSource::Inline);
@@ -355,19 +370,16 @@ pub async fn resource_tags(
     let Some(ws) = parse_id(workspace_id) else {
         return Ok(inline());
     };
-    let key = (ws, resource.resource_type.clone(), resource.id.clone());
+    let resource_type = rules::resource_type_of(permission, &resource.resource_type)?;
+    let key = (ws, resource_type.to_owned(), resource.id.clone());
     let registered = match state.decisions.resource_tags(&key) {
         Some(known) => known,
         None => {
             let epoch = state.decisions.epoch();
-            let known: Option<Arc<[(String, String)]>> = workspaces::resource(
-                state.store.db(),
-                workspace_id,
-                &resource.resource_type,
-                &resource.id,
-            )
-            .await?
-            .map(|r| tags_from_json(&r.tags).into());
+            let known: Option<Arc<[(String, String)]>> =
+                workspaces::resource(state.store.db(), workspace_id, resource_type, &resource.id)
+                    .await?
+                    .map(|r| tags_from_json(&r.tags).into());
             state
                 .decisions
                 .put_resource_tags(key, known.clone(), epoch)
@@ -396,7 +408,13 @@ pub async fn check(state: &AppState, caller: &Caller, input: &CheckInput) -> Res
         Verdict::Allowed => true,
         Verdict::Denied => false,
         Verdict::NeedsTags => {
-            let (tags, _) = resource_tags(state, &subject.workspace_id, &input.resource).await?;
+            let (tags, _) = resource_tags(
+                state,
+                &subject.workspace_id,
+                &input.permission,
+                &input.resource,
+            )
+            .await?;
             set.access.allows(permission, &tags)
         }
     };
@@ -445,7 +463,13 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
             "denied: the principal is not a member (or service account) of the workspace's organization".into(),
         ));
     };
-    let (tags, source) = resource_tags(state, &subject.workspace_id, &input.resource).await?;
+    let (tags, source) = resource_tags(
+        state,
+        &subject.workspace_id,
+        &input.permission,
+        &input.resource,
+    )
+    .await?;
     let holding: Vec<&EffectiveGrant> = set
         .access
         .grants
@@ -572,7 +596,7 @@ pub async fn lookup_subjects(
     resource: &Resource,
     at_least_revision: u64,
 ) -> Result<(Vec<SubjectMatch>, u64)> {
-    rules::check_tags("resource.tags", &resource.tags)?;
+    check_resource(permission, resource)?;
     let conn = state.store.db();
     let ws = authorize::lookup_subjects(conn, caller, workspace_id).await?;
     let revision = state.store.revision().await?;
@@ -585,7 +609,7 @@ pub async fn lookup_subjects(
     let perm = catalogue.id(permission).ok_or_else(|| {
         Error::invalid("permission", format!("unknown permission `{permission}`"))
     })?;
-    let (tags, _) = resource_tags(state, &ws.id, resource).await?;
+    let (tags, _) = resource_tags(state, &ws.id, permission, resource).await?;
     let mut out: Vec<SubjectMatch> = Vec::new();
     let mut seen: HashMap<PrincipalId, ()> = HashMap::new();
     let mut push = |principal: PrincipalId, via: String, out: &mut Vec<SubjectMatch>| {

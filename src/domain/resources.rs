@@ -147,16 +147,7 @@ async fn check_resource_ref(
             ),
         ));
     }
-    if resource_id.is_empty()
-        || resource_id.len() > 256
-        || resource_id.chars().any(char::is_control)
-    {
-        return Err(Error::invalid(
-            "resource_id",
-            "must be 1 to 256 printable characters",
-        ));
-    }
-    Ok(())
+    rules::resource_id("resource_id", resource_id)
 }
 
 /// Registers a resource's tags, replacing any it had (`resource_tags:update`).

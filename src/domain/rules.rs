@@ -191,6 +191,32 @@ pub fn tag_value(field: &'static str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// Validates a backend's id of one of its resources: 1 to 256 printable characters.
+pub fn resource_id(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "must be 1 to 256 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The resource type a question about `permission` (`<type>:<action>`) is
+/// about: the permission's own. A resource named with another type is
+/// refused, so a question cannot name a registered resource under a type
+/// it is not registered with and be judged by tags of its own choosing.
+pub fn resource_type_of<'a>(permission: &'a str, named: &str) -> Result<&'a str> {
+    let own = permission.split_once(':').map_or(permission, |(t, _)| t);
+    if !named.is_empty() && named != own {
+        return Err(Error::invalid(
+            "resource.type",
+            format!("must be the permission's resource type `{own}`, or empty"),
+        ));
+    }
+    Ok(own)
+}
+
 /// Most tags one resource may carry, registered or sent inline.
 pub const MAX_TAGS: usize = 50;
 
