@@ -1332,7 +1332,74 @@ async fn viewers_cannot_extend_their_tokens(b: Backend) {
         .unwrap();
 }
 
+async fn disabled_token_creation_disables_extension_too(b: Backend) {
+    let s = start(b).await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let in_an_hour = portcullis::proto::Timestamp {
+        seconds: (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600) as i64,
+        nanos: 0,
+    };
+    let made = s
+        .identity()
+        .create_personal_access_token(as_user(
+            &s,
+            pb::CreatePersonalAccessTokenRequest {
+                expires_at: Some(in_an_hour),
+                ..Default::default()
+            },
+            &ann.user_id,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    s.identity()
+        .update_organization(req(
+            pb::UpdateOrganizationRequest {
+                pat_creation_disabled: Some(true),
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap();
+    let key_id = made.api_key.unwrap().id;
+    // Ann signed in (a key of her own cannot outlive itself anyway).
+    let update = |clear_expiry: bool, expires_at: Option<portcullis::proto::Timestamp>| {
+        as_user(
+            &s,
+            pb::UpdateApiKeyRequest {
+                api_key_id: key_id.clone(),
+                clear_expiry,
+                expires_at,
+                ..Default::default()
+            },
+            &ann.user_id,
+        )
+    };
+    let mut later = in_an_hour;
+    later.seconds += 3600;
+    for extension in [update(true, None), update(false, Some(later))] {
+        assert_code(
+            s.identity().update_api_key(extension).await,
+            Code::FailedPrecondition,
+            "disabled",
+        );
+    }
+    // Shortening stays possible.
+    let mut sooner = in_an_hour;
+    sooner.seconds -= 600;
+    s.identity()
+        .update_api_key(update(false, Some(sooner)))
+        .await
+        .unwrap();
+}
+
 both_backends!(
+    disabled_token_creation_disables_extension_too,
     organization_admins_cannot_reach_the_platform_account,
     only_platform_accounts_create_platform_accounts,
     acting_for_a_user_stays_in_their_organizations,

@@ -469,6 +469,23 @@ pub async fn update_api_key(
     }
     if let Some(expires_at) = update.expires_at {
         authorize::may_outlive(caller, expires_at)?;
+        let extends = match (key.expires_at, expires_at) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(now), Some(then)) => then > now,
+        };
+        // Extending a token is making a new one: the organization's
+        // security setting applies to it as to creation.
+        if extends
+            && key.user_id.is_some()
+            && identity::organization(tx.conn(), &org_id)
+                .await?
+                .is_some_and(|o| o.pat_creation_disabled)
+        {
+            return Err(Error::FailedPrecondition(
+                "personal access token creation is disabled for this organization: tokens cannot be extended either".into(),
+            ));
+        }
     }
     let before = json!({ "description": key.description, "expires_at": key.expires_at });
     if let Some(d) = description {
