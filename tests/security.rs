@@ -1398,7 +1398,150 @@ async fn disabled_token_creation_disables_extension_too(b: Backend) {
         .unwrap();
 }
 
+async fn nothing_takes_away_what_its_caller_could_not_give(b: Backend) {
+    let s = start(b).await;
+    let ws = s.workspace("shared").await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let bob = s.member("bob", pb::OrgRole::OrgUser).await;
+    s.roles()
+        .create_role(req(
+            pb::CreateRoleRequest {
+                name: "grant-manager".into(),
+                permissions: vec!["roles:manage".into(), "prompts:read".into()],
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap();
+    s.grant(&ws, harness::user(&ann.user_id), "grant-manager", None)
+        .await;
+    let owner = s
+        .grant(&ws, harness::user(&bob.user_id), "WORKSPACE_ADMIN", None)
+        .await;
+    let reader = s
+        .grant(&ws, harness::user(&bob.user_id), "grant-manager", None)
+        .await;
+    let revoke = |grant_id: &str| {
+        as_user(
+            &s,
+            pb::RevokeAccessRequest {
+                workspace_id: ws.clone(),
+                grant_id: grant_id.into(),
+            },
+            &ann.user_id,
+        )
+    };
+    assert_code(
+        s.workspaces().revoke_access(revoke(&owner)).await,
+        Code::PermissionDenied,
+        "nothing takes away what its caller could not give",
+    );
+    assert!(s.allowed(&bob.user_id, &ws, "members:manage", &[]).await);
+    s.workspaces().revoke_access(revoke(&reader)).await.unwrap();
+}
+
+async fn platform_accounts_are_invisible_to_organizations(b: Backend) {
+    let s = start(b).await;
+    let ws = s.workspace("shared").await;
+    let platform_sa = s.boot.service_account_id.clone();
+    let grant = s
+        .grant(
+            &ws,
+            pb::subject::Kind::ServiceAccountId(platform_sa.clone()),
+            "WORKSPACE_VIEWER",
+            None,
+        )
+        .await;
+    let admin = s.pat(&s.boot.admin_user_id).await;
+    let list = |key: &str| {
+        let mut w = s.workspaces();
+        let r = req(
+            pb::ListAccessRequest {
+                workspace_id: ws.clone(),
+                ..Default::default()
+            },
+            key,
+        );
+        async move { w.list_access(r).await.unwrap().into_inner().grants }
+    };
+    assert!(list(s.key()).await.iter().any(|g| g.id == grant));
+    assert!(list(&admin).await.iter().all(|g| g.id != grant));
+    let subjects = s
+        .check()
+        .lookup_subjects(req(
+            pb::LookupSubjectsRequest {
+                workspace_id: ws.clone(),
+                permission: "prompts:read".into(),
+                resource: None,
+                at_least_revision: 0,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .subjects;
+    let platform = Some(pb::Principal {
+        kind: Some(pb::principal::Kind::ServiceAccountId(platform_sa.clone())),
+    });
+    assert!(
+        subjects.iter().all(|m| m.principal != platform),
+        "{subjects:?}"
+    );
+    // Asked about by the organization, it is answered as no account at all.
+    let mut about = check_request("", &ws, "prompts:read", &[]);
+    about.principal = Some(pb::CheckPrincipal {
+        kind: Some(pb::check_principal::Kind::ServiceAccountId(platform_sa)),
+    });
+    assert!(
+        !s.check()
+            .check(req(about.clone(), &admin))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    );
+    let explained = s
+        .check()
+        .explain_check(req(about.clone(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.org_role, pb::OrgRole::Unspecified as i32);
+    assert!(explained.matched.is_empty());
+    assert!(
+        explained.reason.contains("not a member"),
+        "{}",
+        explained.reason
+    );
+    assert!(
+        s.check()
+            .check(req(about, s.key()))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed,
+        "the platform sees itself"
+    );
+    assert_code(
+        s.workspaces()
+            .revoke_access(req(
+                pb::RevokeAccessRequest {
+                    workspace_id: ws,
+                    grant_id: grant,
+                },
+                &admin,
+            ))
+            .await,
+        Code::NotFound,
+        "grant",
+    );
+}
+
 both_backends!(
+    nothing_takes_away_what_its_caller_could_not_give,
+    platform_accounts_are_invisible_to_organizations,
     disabled_token_creation_disables_extension_too,
     organization_admins_cannot_reach_the_platform_account,
     only_platform_accounts_create_platform_accounts,

@@ -46,28 +46,38 @@ async fn org_user_cannot_create_workspaces(b: Backend) {
 
 async fn creator_becomes_workspace_admin(b: Backend) {
     let s = start(b).await;
-    let ws = s.workspace("ml").await;
-    let grants = s
+    let admin = s.boot.admin_user_id.clone();
+    let ws = s
         .workspaces()
-        .list_access(req(
+        .create_workspace(as_user(&s, create_ws("ml"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .workspace
+        .unwrap()
+        .id;
+    let grants_of = |ws: String| {
+        let mut w = s.workspaces();
+        let r = req(
             pb::ListAccessRequest {
                 workspace_id: ws,
                 ..Default::default()
             },
             s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .grants;
+        );
+        async move { w.list_access(r).await.unwrap().into_inner().grants }
+    };
+    let grants = grants_of(ws).await;
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].role, "WORKSPACE_ADMIN");
     assert_eq!(
         grants[0].subject.as_ref().unwrap().kind,
-        Some(pb::subject::Kind::ServiceAccountId(
-            s.boot.service_account_id.clone()
-        ))
+        Some(pb::subject::Kind::UserId(admin))
     );
+    // A platform account is admin of every workspace already, and holds no
+    // grant an organization would see.
+    let by_platform = s.workspace("platform-made").await;
+    assert!(grants_of(by_platform).await.is_empty());
 }
 
 async fn saas_workspace_creation_needs_plus(b: Backend) {

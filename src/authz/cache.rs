@@ -59,6 +59,8 @@ pub struct ResolvedSet {
     pub role: Option<OrgRole>,
     /// `role.is_some()`.
     pub active: bool,
+    /// The principal is a platform account (shown only to platform callers).
+    pub platform_principal: bool,
     pub access: Access,
     pub catalogue: Arc<Catalogue>,
     /// Permissions some unscoped grant holds: allowed on every resource.
@@ -99,6 +101,7 @@ impl ResolvedSet {
             organization,
             role,
             active: role.is_some(),
+            platform_principal: false,
             access,
             catalogue,
             unscoped,

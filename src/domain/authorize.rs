@@ -305,10 +305,20 @@ pub async fn org_in_workspace<C: Reads>(
     Ok((ws, power))
 }
 
-/// Authorizes giving a grant of a role holding `permissions`, optionally
-/// scoped: the caller must hold every one of them over at least every
-/// resource the grant would cover. Nothing delegates more than its caller holds.
-pub async fn may_grant<C: Reads>(
+/// Giving a grant or taking one away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantChange {
+    Give,
+    Take,
+}
+
+/// Authorizes giving (or taking away) a grant of a role holding
+/// `permissions`, optionally scoped: the caller must hold every one of them
+/// over at least every resource the grant covers. Nothing delegates more
+/// than its caller holds, and nothing takes away what its caller could not
+/// have given.
+#[allow(clippy::too_many_arguments)]
+pub async fn may_change_grant<C: Reads>(
     conn: &C,
     caller: &Caller,
     ws: &workspace::Model,
@@ -316,18 +326,44 @@ pub async fn may_grant<C: Reads>(
     catalogue: &Catalogue,
     permissions: &PermissionSet,
     scope: Option<&Scope>,
+    change: GrantChange,
 ) -> Result<()> {
     if power.admin_of_reached_workspaces() {
         return Ok(());
     }
     let held = access::resolve(conn, catalogue, ws, &caller.principal, Some(power.role)).await?;
-    match held.first_not_covered(permissions, scope) {
-        None => Ok(()),
-        Some(p) => Err(Error::PermissionDenied(format!(
-            "role: the caller does not hold `{}` over every resource the grant would cover; nothing delegates more than its caller holds",
-            catalogue.get(p).map_or("?", |p| p.name.as_str())
-        ))),
+    let Some(p) = held.first_not_covered(permissions, scope) else {
+        return Ok(());
+    };
+    let name = catalogue.get(p).map_or("?", |p| p.name.as_str());
+    Err(Error::PermissionDenied(match change {
+        GrantChange::Give => format!(
+            "role: the caller does not hold `{name}` over every resource the grant would cover; nothing delegates more than its caller holds"
+        ),
+        GrantChange::Take => format!(
+            "the caller does not hold `{name}` over every resource the grant covers; nothing takes away what its caller could not give"
+        ),
+    }))
+}
+
+/// The service accounts of `org_id` the caller must not see in listings or
+/// answers: the platform accounts, unless the caller is one.
+pub async fn hidden_accounts<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    org_id: &str,
+) -> Result<Vec<String>> {
+    if is_platform(conn, caller).await? {
+        return Ok(Vec::new());
     }
+    Ok(keys::platform_account_ids(conn, org_id).await?)
+}
+
+/// Answers whether the caller may see a Check's principal that is a
+/// platform account (`principal_is_platform`): to anyone but a platform
+/// account acting as itself it does not exist. Decided on the cached key.
+pub fn sees_principal(caller: &Caller, principal_is_platform: bool) -> bool {
+    !principal_is_platform || (caller.key.platform && !caller.is_acting())
 }
 
 /// Authorizes giving a new key `reach`, living until `expires_at`: no more

@@ -77,6 +77,9 @@ pub struct Subject {
     pub outside_key_limits: Option<&'static str>,
     /// Set when the principal's key could not be authenticated.
     pub bad_key: Option<String>,
+    /// The principal is a platform account the caller may not see: it is
+    /// answered as an account that does not exist.
+    pub hidden: bool,
 }
 
 async fn catalogue_of(state: &AppState, org: u128, org_id: &str) -> Result<Arc<Catalogue>> {
@@ -117,6 +120,7 @@ async fn load_set(
             Arc::new(Catalogue::new([])),
         ));
     };
+    let mut platform = false;
     let role = match principal {
         PrincipalId::User(id) => identity::membership(conn, &ws.organization_id, id)
             .await?
@@ -124,7 +128,10 @@ async fn load_set(
         PrincipalId::ServiceAccount(id) => keys::service_account(conn, id)
             .await?
             .filter(|s| s.organization_id == ws.organization_id)
-            .and_then(|s| OrgRole::from_db(&s.role)),
+            .and_then(|s| {
+                platform = s.platform;
+                OrgRole::from_db(&s.role)
+            }),
     };
     let catalogue = catalogue_of(state, org, &ws.organization_id).await?;
     let access = if role.is_some() {
@@ -132,13 +139,9 @@ async fn load_set(
     } else {
         Access::default()
     };
-    Ok(ResolvedSet::new(
-        revision,
-        Some(org),
-        role,
-        access,
-        catalogue,
-    ))
+    let mut set = ResolvedSet::new(revision, Some(org), role, access, catalogue);
+    set.platform_principal = platform;
+    Ok(set)
 }
 
 fn set_key(principal: &PrincipalId, workspace_id: &str) -> Option<SetKey> {
@@ -291,6 +294,7 @@ pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> R
                         workspace_id: String::new(),
                         outside_key_limits: None,
                         bad_key: Some(reason),
+                        hidden: false,
                     });
                 }
                 Err(e) => return Err(e),
@@ -320,12 +324,14 @@ pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> R
         (Some(key), Some(org)) => authorize::key_principal_limit(key, org, &workspace_id),
         _ => None,
     };
+    let hidden = !authorize::sees_principal(caller, set.platform_principal);
     Ok(Subject {
         set,
         principal,
         workspace_id,
         outside_key_limits,
         bad_key: None,
+        hidden,
     })
 }
 
@@ -397,7 +403,7 @@ pub async fn resource_tags(
 pub async fn check(state: &AppState, caller: &Caller, input: &CheckInput) -> Result<Decision> {
     let subject = subject(state, caller, input).await?;
     let set = &subject.set;
-    if subject.bad_key.is_some() || subject.outside_key_limits.is_some() {
+    if subject.bad_key.is_some() || subject.outside_key_limits.is_some() || subject.hidden {
         return Ok(Decision {
             allowed: false,
             revision: set.revision,
@@ -444,7 +450,7 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
     let denied = |reason: String| Explanation {
         allowed: false,
         reason,
-        org_role: set.role,
+        org_role: set.role.filter(|_| !subject.hidden),
         matched: Vec::new(),
         scope_mismatched: Vec::new(),
         revision: set.revision,
@@ -458,7 +464,7 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
         return Ok(denied(format!("denied: {reason}")));
     }
     let permission = permission_id(set, &input.permission)?;
-    let Some(role) = set.role else {
+    let Some(role) = set.role.filter(|_| !subject.hidden) else {
         return Ok(denied(
             "denied: the principal is not a member (or service account) of the workspace's organization".into(),
         ));
@@ -538,7 +544,11 @@ pub async fn list_permissions(
 ) -> Result<PrincipalPermissions> {
     let subject = subject(state, caller, input).await?;
     let set = &subject.set;
-    if subject.bad_key.is_some() || subject.outside_key_limits.is_some() || !set.active {
+    if subject.bad_key.is_some()
+        || subject.outside_key_limits.is_some()
+        || subject.hidden
+        || !set.active
+    {
         return Ok(PrincipalPermissions {
             org_admin: false,
             entries: Vec::new(),
@@ -637,9 +647,13 @@ pub async fn lookup_subjects(
             &mut out,
         );
     }
+    let hidden = authorize::hidden_accounts(conn, caller, &ws.organization_id).await?;
     let grants = workspaces::all_grants(conn, &ws.id).await?;
     let sets = role_permissions(conn, &catalogue, &grants).await?;
     for g in grants {
+        if g.subject_type == "service_account" && hidden.contains(&g.subject_id) {
+            continue;
+        }
         let holds = sets.get(&g.role).is_some_and(|s| s.contains(perm));
         let in_scope = g
             .scope

@@ -9,7 +9,7 @@ use super::{
     Page,
     access::{self, scope_to_json, subjects_of},
     audit::{self, Actor, Change},
-    authorize,
+    authorize::{self, GrantChange},
     rules::{self, Plan},
     tx::{Target, Tx},
 };
@@ -63,7 +63,7 @@ pub async fn create_workspace(
         rules::name("name", name)?
     };
     let tx = Tx::begin(state).await?;
-    authorize::org(tx.conn(), caller, &org_id, OrgPermission::CreateWorkspaces).await?;
+    let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::CreateWorkspaces).await?;
     let org = identity::organization(tx.conn(), &org_id)
         .await?
         .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
@@ -93,18 +93,22 @@ pub async fn create_workspace(
         created_at: now,
     };
     identity::insert(conn, ws.clone().into_active_model()).await?;
-    let (subject_type, subject_id) = subject_of_principal(&caller.principal);
-    let creator = grant::Model {
-        id: new_id(),
-        organization_id: org_id.clone(),
-        workspace_id: ws.id.clone(),
-        subject_type: subject_type.into(),
-        subject_id,
-        role: SystemRole::Admin.as_str().into(),
-        scope: None,
-        created_at: now,
-    };
-    identity::insert(conn, creator.into_active_model()).await?;
+    // The creator becomes its admin; a platform account is admin of every
+    // workspace already and holds no grant an organization could see.
+    if !power.platform {
+        let (subject_type, subject_id) = subject_of_principal(&caller.principal);
+        let creator = grant::Model {
+            id: new_id(),
+            organization_id: org_id.clone(),
+            workspace_id: ws.id.clone(),
+            subject_type: subject_type.into(),
+            subject_id,
+            role: SystemRole::Admin.as_str().into(),
+            scope: None,
+            created_at: now,
+        };
+        identity::insert(conn, creator.into_active_model()).await?;
+    }
     tx.invalidate(Target::Workspace, &ws.id);
     audit::record(
         &tx,
@@ -444,7 +448,7 @@ pub async fn grant_access(
     let scope = validate_scope(&tx, &ws, scope).await?;
     let catalogue = access::catalogue(tx.conn(), &ws.organization_id).await?;
     let permissions = access::permissions_of_role(tx.conn(), &catalogue, &role).await?;
-    authorize::may_grant(
+    authorize::may_change_grant(
         tx.conn(),
         caller,
         &ws,
@@ -452,6 +456,7 @@ pub async fn grant_access(
         &catalogue,
         &permissions,
         scope.as_ref(),
+        GrantChange::Give,
     )
     .await?;
     let scope_json = scope.as_ref().map(scope_to_json);
@@ -508,17 +513,33 @@ pub async fn revoke_access(
 ) -> Result<u64> {
     let grant_id = rules::id("grant_id", grant_id)?;
     let tx = Tx::begin(state).await?;
-    let (ws, _) =
+    let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
+    let hidden = authorize::hidden_accounts(tx.conn(), caller, &ws.organization_id).await?;
     let row = workspaces::grant(tx.conn(), grant_id)
         .await?
         .filter(|g| g.workspace_id == ws.id)
+        .filter(|g| !(g.subject_type == "service_account" && hidden.contains(&g.subject_id)))
         .ok_or_else(|| {
             Error::NotFound(format!(
                 "grant `{grant_id}` not found in workspace `{}`",
                 ws.key
             ))
         })?;
+    let catalogue = access::catalogue(tx.conn(), &ws.organization_id).await?;
+    let permissions = access::permissions_of_role(tx.conn(), &catalogue, &row.role).await?;
+    let scope = row.scope.as_deref().map(access::scope_from_json);
+    authorize::may_change_grant(
+        tx.conn(),
+        caller,
+        &ws,
+        &power,
+        &catalogue,
+        &permissions,
+        scope.as_ref(),
+        GrantChange::Take,
+    )
+    .await?;
     if ws.is_default
         && row.subject_type == "user"
         && ws.owner_user_id.as_deref() == Some(row.subject_id.as_str())
@@ -574,6 +595,12 @@ pub async fn list_access(
         .as_ref()
         .map(|s| s.iter().map(|(t, id)| (*t, id.as_str())).collect());
     let size = page_size(page.size);
+    let hidden = authorize::hidden_accounts(conn, caller, &ws.organization_id).await?;
     let rows = workspaces::grants(conn, &ws.id, refs.as_deref(), page.token, size + 1).await?;
-    Ok(finish_page(rows, size, |g| g.id.clone()))
+    let (rows, next) = finish_page(rows, size, |g| g.id.clone());
+    let rows = rows
+        .into_iter()
+        .filter(|g| !(g.subject_type == "service_account" && hidden.contains(&g.subject_id)))
+        .collect();
+    Ok((rows, next))
 }

@@ -180,6 +180,21 @@ pub async fn revoke_service_account_keys<C: ConnectionTrait>(
     Ok(res.rows_affected)
 }
 
+/// The ids of an organization's platform accounts.
+pub async fn platform_account_ids<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(service_account::Entity::find()
+        .filter(service_account::Column::OrganizationId.eq(org_id))
+        .filter(service_account::Column::Platform.eq(true))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}
+
 /// The ids of an organization's service accounts holding `role`; platform
 /// accounts only when `include_platform`.
 pub async fn service_account_ids_with_role<C: ConnectionTrait>(
