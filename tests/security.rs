@@ -1539,7 +1539,86 @@ async fn platform_accounts_are_invisible_to_organizations(b: Backend) {
     );
 }
 
+async fn metadata_timestamps_and_keys_mean_one_thing(b: Backend) {
+    let s = start(b).await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    // A second tenant or credential is refused, not silently dropped.
+    let mut twice = req(pb::WhoAmIRequest {}, s.key());
+    for ws in [&ann.home, &ann.home] {
+        twice
+            .metadata_mut()
+            .append("x-tenant-id", ws.parse().unwrap());
+    }
+    assert_code(
+        s.identity().who_am_i(twice).await,
+        Code::InvalidArgument,
+        "x-tenant-id: must be sent once",
+    );
+    let mut two_keys = req(pb::WhoAmIRequest {}, s.key());
+    two_keys.metadata_mut().append(
+        "authorization",
+        format!("Bearer {}", s.key()).parse().unwrap(),
+    );
+    assert_code(
+        s.identity().who_am_i(two_keys).await,
+        Code::Unauthenticated,
+        "sent once",
+    );
+    // Timestamps a strict client could not read back are refused.
+    for (seconds, nanos) in [
+        (253_402_300_800, 0),
+        (4_102_444_800, -1),
+        (4_102_444_800, 2_000_000_000),
+    ] {
+        assert_code(
+            s.identity()
+                .create_personal_access_token(as_user(
+                    &s,
+                    pb::CreatePersonalAccessTokenRequest {
+                        expires_at: Some(portcullis::proto::Timestamp { seconds, nanos }),
+                        ..Default::default()
+                    },
+                    &ann.user_id,
+                ))
+                .await,
+            Code::InvalidArgument,
+            "expires_at: must be a valid timestamp",
+        );
+    }
+    // Default workspaces' keys are nobody else's to take.
+    let prefix = format!("personal-{}", &ann.user_id.replace('-', "")[..12]);
+    assert_code(
+        s.workspaces()
+            .update_workspace(as_user(
+                &s,
+                pb::UpdateWorkspaceRequest {
+                    workspace_id: ann.home.clone(),
+                    key: Some(prefix),
+                    name: None,
+                },
+                &ann.user_id,
+            ))
+            .await,
+        Code::InvalidArgument,
+        "default workspaces",
+    );
+    assert_code(
+        s.workspaces()
+            .create_workspace(req(
+                pb::CreateWorkspaceRequest {
+                    key: "personal-squat".into(),
+                    ..Default::default()
+                },
+                s.key(),
+            ))
+            .await,
+        Code::InvalidArgument,
+        "default workspaces",
+    );
+}
+
 both_backends!(
+    metadata_timestamps_and_keys_mean_one_thing,
     nothing_takes_away_what_its_caller_could_not_give,
     platform_accounts_are_invisible_to_organizations,
     disabled_token_creation_disables_extension_too,

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{caller, millis, timestamp};
+use super::{caller, millis_opt, timestamp};
 use crate::{
     domain::audit::{self as domain_audit, Log},
     error::Error,
@@ -55,8 +55,8 @@ impl AuditService for AuditApi {
         let filter = audit::AuditFilter {
             actor_id: (!req.actor_id.is_empty()).then_some(req.actor_id),
             action: (!req.action.is_empty()).then_some(req.action),
-            since_ms: req.start_time.as_ref().map(millis),
-            until_ms: req.end_time.as_ref().map(millis),
+            since_ms: millis_opt("start_time", req.start_time.as_ref())?,
+            until_ms: millis_opt("end_time", req.end_time.as_ref())?,
         };
         let log = if req.platform {
             if !req.organization_id.is_empty() {

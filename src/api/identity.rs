@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{caller, millis, org_role, org_role_to_pb, principal, timestamp};
+use super::{caller, millis_opt, org_role, org_role_to_pb, principal, timestamp};
 use crate::{
     auth::key::KeyKind,
     authz::power::Reach,
@@ -573,7 +573,7 @@ impl IdentityService for IdentityApi {
             &caller,
             &req.organization_id,
             &req.description,
-            req.expires_at.as_ref().map(millis),
+            millis_opt("expires_at", req.expires_at.as_ref())?,
         )
         .await?;
         Ok(Response::new(pb::CreatePersonalAccessTokenResponse {
@@ -612,7 +612,7 @@ impl IdentityService for IdentityApi {
             &req.service_account_id,
             &req.description,
             scope,
-            req.expires_at.as_ref().map(millis),
+            millis_opt("expires_at", req.expires_at.as_ref())?,
         )
         .await?;
         Ok(Response::new(pb::CreateServiceKeyResponse {
@@ -670,7 +670,7 @@ impl IdentityService for IdentityApi {
         let expires_at = if req.clear_expiry {
             Some(None)
         } else {
-            req.expires_at.as_ref().map(|t| Some(millis(t)))
+            millis_opt("expires_at", req.expires_at.as_ref())?.map(Some)
         };
         let update = KeyUpdate {
             description: req.description,

@@ -34,11 +34,28 @@ pub fn timestamp(ms: i64) -> Timestamp {
     }
 }
 
-/// A protobuf timestamp as milliseconds since the epoch.
-pub fn millis(ts: &Timestamp) -> i64 {
-    ts.seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(ts.nanos) / 1_000_000)
+/// The earliest instant a timestamp field may hold: 0001-01-01T00:00:00Z.
+const MIN_SECONDS: i64 = -62_135_596_800;
+/// The latest instant a timestamp field may hold: 9999-12-31T23:59:59Z.
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// A timestamp field as milliseconds since the epoch. Values outside the
+/// protobuf Timestamp's range (years 1 to 9999, nanos 0 to 999,999,999) are
+/// refused: stored, they would make answers no strict client can read.
+pub fn millis(field: &'static str, ts: &Timestamp) -> Result<i64, Error> {
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err(Error::invalid(
+            field,
+            "must be a valid timestamp: years 1 to 9999, nanos 0 to 999999999",
+        ));
+    }
+    Ok(ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000)
+}
+
+/// An optional timestamp field as milliseconds since the epoch.
+pub fn millis_opt(field: &'static str, ts: Option<&Timestamp>) -> Result<Option<i64>, Error> {
+    ts.map(|t| millis(field, t)).transpose()
 }
 
 /// Decodes an organization role field; `None` when unspecified.
@@ -72,4 +89,27 @@ pub fn principal(p: &PrincipalId) -> pb::Principal {
         PrincipalId::ServiceAccount(id) => pb::principal::Kind::ServiceAccountId(id.clone()),
     };
     pb::Principal { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_outside_the_protobuf_range_are_refused() {
+        let ts = |seconds, nanos| Timestamp { seconds, nanos };
+        assert_eq!(millis("t", &ts(1, 500_000_000)).unwrap(), 1500);
+        assert!(millis("t", &ts(MAX_SECONDS, 999_999_999)).is_ok());
+        assert!(millis("t", &ts(MIN_SECONDS, 0)).is_ok());
+        for bad in [
+            ts(MAX_SECONDS + 1, 0),
+            ts(MIN_SECONDS - 1, 0),
+            ts(0, -1),
+            ts(0, 1_000_000_000),
+            ts(i64::MAX, 0),
+        ] {
+            let err = millis("expires_at", &bad).unwrap_err();
+            assert!(err.to_string().starts_with("expires_at: "), "{err}");
+        }
+    }
 }

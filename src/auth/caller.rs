@@ -240,6 +240,14 @@ pub struct Caller {
 impl Caller {
     /// Authenticates the metadata of a call.
     pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Self> {
+        // One credential, one tenant, one user: a second value of any of them
+        // is refused rather than silently ignored (a proxy in front may have
+        // checked the other one).
+        if headers.get_all("authorization").iter().nth(1).is_some() {
+            return Err(Error::Unauthenticated(
+                "`authorization` metadata must be sent once".into(),
+            ));
+        }
         let value = headers.get("authorization").ok_or_else(|| {
             Error::Unauthenticated(
                 "missing `authorization` metadata: expected `authorization: Bearer <api key>`"
@@ -318,9 +326,13 @@ impl Caller {
 /// An id named by metadata: absent or empty is `None`; anything but an id in
 /// canonical form is refused, naming the header.
 fn id_header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>> {
-    let Some(value) = headers.get(name) else {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(Error::invalid(name, "must be sent once"));
+    }
     let s = value
         .to_str()
         .map_err(|_| Error::invalid(name, crate::id::RULE))?

@@ -47,11 +47,11 @@ pub async fn join(
     let ws = match identity::default_workspace(conn, &org.id, &user.id).await? {
         Some(ws) => ws,
         None => {
-            let short: String = user.id.chars().filter(|c| *c != '-').take(12).collect();
+            let hex: String = user.id.chars().filter(|c| *c != '-').collect();
             let ws = workspace::Model {
                 id: new_id(),
                 organization_id: org.id.clone(),
-                key: format!("personal-{short}"),
+                key: format!("{}{hex}", rules::DEFAULT_WORKSPACE_PREFIX),
                 name: format!("{}'s workspace", user.email),
                 is_default: true,
                 owner_user_id: Some(user.id.clone()),

@@ -179,6 +179,25 @@ pub fn slug(field: &'static str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// The prefix of default workspaces' keys, which no chosen key may take.
+pub const DEFAULT_WORKSPACE_PREFIX: &str = "personal-";
+
+/// Validates a workspace key chosen by a caller: a slug that does not take
+/// the prefix reserved for members' default workspaces (a workspace renamed
+/// to a newcomer's default key would keep them from joining).
+pub fn workspace_key(field: &'static str, value: &str) -> Result<String> {
+    let key = slug(field, value)?;
+    if key.starts_with(DEFAULT_WORKSPACE_PREFIX) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "`{DEFAULT_WORKSPACE_PREFIX}` begins only the keys of members' default workspaces"
+            ),
+        ));
+    }
+    Ok(key)
+}
+
 /// Validates a tag key: a letter, then letters, digits or `_ . : / -`; at most 64.
 pub fn tag_key(field: &'static str, value: &str) -> Result<String> {
     check_tag_key(field, value)?;
@@ -339,6 +358,13 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a b", &"x".repeat(64)] {
             assert!(slug("key", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn chosen_workspace_keys_leave_the_default_prefix_alone() {
+        assert!(workspace_key("key", "ml-research").is_ok());
+        assert!(workspace_key("key", "personal").is_ok());
+        assert!(workspace_key("key", "personal-0123456789ab").is_err());
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub async fn create_workspace(
     name: &str,
 ) -> Result<(workspace::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    let key = rules::slug("key", key)?;
+    let key = rules::workspace_key("key", key)?;
     let name = if name.trim().is_empty() {
         key.clone()
     } else {
@@ -177,7 +177,7 @@ pub async fn update_workspace(
     key: Option<&str>,
     name: Option<&str>,
 ) -> Result<(workspace::Model, u64)> {
-    let key = key.map(|k| rules::slug("key", k)).transpose()?;
+    let key = key.map(|k| rules::workspace_key("key", k)).transpose()?;
     let name = name.map(|n| rules::name("name", n)).transpose()?;
     let tx = Tx::begin(state).await?;
     let (mut ws, _) =
