@@ -1617,7 +1617,31 @@ async fn metadata_timestamps_and_keys_mean_one_thing(b: Backend) {
     );
 }
 
+async fn a_user_belongs_to_a_bounded_number_of_organizations(b: Backend) {
+    let s = start(b).await;
+    let ann = s.user("ann").await;
+    let create = |i: usize| {
+        as_user(
+            &s,
+            pb::CreateOrganizationRequest {
+                name: format!("org {i}"),
+                plan: 0,
+            },
+            &ann,
+        )
+    };
+    for i in 0..100 {
+        s.identity().create_organization(create(i)).await.unwrap();
+    }
+    assert_code(
+        s.identity().create_organization(create(100)).await,
+        Code::FailedPrecondition,
+        "at most 100 organizations",
+    );
+}
+
 both_backends!(
+    a_user_belongs_to_a_bounded_number_of_organizations,
     metadata_timestamps_and_keys_mean_one_thing,
     nothing_takes_away_what_its_caller_could_not_give,
     platform_accounts_are_invisible_to_organizations,

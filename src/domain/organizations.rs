@@ -34,6 +34,10 @@ pub struct Member {
 /// The system role a member holds on their default workspace.
 pub const DEFAULT_WORKSPACE_ROLE: &str = "WORKSPACE_ADMIN";
 
+/// Most organizations one user may belong to: each costs a default
+/// workspace, and anyone may create organizations.
+pub const MAX_ORGANIZATIONS_PER_USER: u64 = 100;
+
 /// Makes `user` a member of `org` with `role`: gives them their private default
 /// workspace (reusing the one they had if they rejoin) and admin on it.
 pub async fn join(
@@ -43,6 +47,11 @@ pub async fn join(
     role: OrgRole,
 ) -> Result<Member> {
     let conn = tx.conn();
+    if identity::count_memberships_of_user(conn, &user.id).await? >= MAX_ORGANIZATIONS_PER_USER {
+        return Err(Error::FailedPrecondition(format!(
+            "a user belongs to at most {MAX_ORGANIZATIONS_PER_USER} organizations"
+        )));
+    }
     let now = now_ms();
     let ws = match identity::default_workspace(conn, &org.id, &user.id).await? {
         Some(ws) => ws,
@@ -191,14 +200,6 @@ pub async fn create_organization(
     let user = identity::user(tx.conn(), &user_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;
-    if identity::organization_by_name_key(tx.conn(), &name.to_lowercase())
-        .await?
-        .is_some()
-    {
-        return Err(Error::AlreadyExists(format!(
-            "an organization named `{name}` already exists"
-        )));
-    }
     let org = new_organization(name, plan, None);
     identity::insert(tx.conn(), org.clone().into_active_model()).await?;
     let member = join(&tx, &org, &user, OrgRole::Admin).await?;
@@ -308,15 +309,7 @@ pub async fn update_organization(
     let before = json!({ "name": org.name, "plan": org.plan, "pat_creation_disabled": org.pat_creation_disabled });
     if let Some(name) = name {
         if !org.personal {
-            let key = name.to_lowercase();
-            if let Some(other) = identity::organization_by_name_key(conn, &key).await?
-                && other.id != org.id
-            {
-                return Err(Error::AlreadyExists(format!(
-                    "an organization named `{name}` already exists"
-                )));
-            }
-            org.name_key = Some(key);
+            org.name_key = Some(name.to_lowercase());
         }
         org.name = name;
     }

@@ -35,17 +35,6 @@ pub async fn organization<C: ConnectionTrait>(
         .await?)
 }
 
-/// The shared organization with this lower-cased name.
-pub async fn organization_by_name_key<C: ConnectionTrait>(
-    conn: &C,
-    name_key: &str,
-) -> StoreResult<Option<organization::Model>> {
-    Ok(organization::Entity::find()
-        .filter(organization::Column::NameKey.eq(name_key))
-        .one(conn)
-        .await?)
-}
-
 /// The personal organization of a user.
 pub async fn personal_organization<C: ConnectionTrait>(
     conn: &C,
@@ -176,6 +165,17 @@ pub async fn delete_membership<C: ConnectionTrait>(
         .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Counts the organizations a user belongs to.
+pub async fn count_memberships_of_user<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+) -> StoreResult<u64> {
+    Ok(membership::Entity::find()
+        .filter(membership::Column::UserId.eq(user_id))
+        .count(conn)
+        .await?)
 }
 
 /// Counts the members of an organization holding `role`.
