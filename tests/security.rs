@@ -1640,7 +1640,90 @@ async fn a_user_belongs_to_a_bounded_number_of_organizations(b: Backend) {
     );
 }
 
+async fn grants_and_accounts_stay_within_their_bounds(b: Backend) {
+    let s = harness::start_with(b, DeploymentMode::Saas).await;
+    let shared = s.workspace("shared").await;
+    let ann = s.member("ann", pb::OrgRole::OrgAdmin).await;
+    let wide = pb::Scope {
+        conditions: (0..16)
+            .map(|k| pb::TagCondition {
+                key: format!("Key{k}"),
+                values: (0..32).map(|v| format!("value-{v:04}")).collect(),
+            })
+            .collect(),
+        application: String::new(),
+    };
+    assert_code(
+        s.workspaces()
+            .grant_access(req(
+                pb::GrantAccessRequest {
+                    workspace_id: shared,
+                    subject: user_subject(&ann.user_id),
+                    role: "WORKSPACE_VIEWER".into(),
+                    scope: Some(wide),
+                },
+                s.key(),
+            ))
+            .await,
+        Code::InvalidArgument,
+        "scope: at most 4096 bytes",
+    );
+    let ws = s.workspace("crowded").await;
+    let grant = |i: usize| {
+        req(
+            pb::GrantAccessRequest {
+                workspace_id: ws.clone(),
+                subject: user_subject(&ann.user_id),
+                role: "WORKSPACE_VIEWER".into(),
+                scope: Some(pb::Scope {
+                    conditions: vec![pb::TagCondition {
+                        key: "Environment".into(),
+                        values: vec![format!("e{i}")],
+                    }],
+                    application: String::new(),
+                }),
+            },
+            s.key(),
+        )
+    };
+    for i in 0..100 {
+        s.workspaces().grant_access(grant(i)).await.unwrap();
+    }
+    assert_code(
+        s.workspaces().grant_access(grant(100)).await,
+        Code::FailedPrecondition,
+        "the most one subject may",
+    );
+    // In saas mode the plan gates service accounts' roles as members'.
+    let zed = s.user("zed").await;
+    let org = s.organization(&zed, "Initech", 0).await;
+    let account = |role: pb::OrgRole| {
+        as_user(
+            &s,
+            pb::CreateServiceAccountRequest {
+                organization_id: org.id.clone(),
+                name: format!("{role:?}"),
+                role: role as i32,
+                ..Default::default()
+            },
+            &zed,
+        )
+    };
+    assert_code(
+        s.identity()
+            .create_service_account(account(pb::OrgRole::OrgViewer))
+            .await,
+        Code::FailedPrecondition,
+        "plus plan",
+    );
+    s.identity()
+        .create_service_account(account(pb::OrgRole::OrgAdmin))
+        .await
+        .unwrap();
+}
+
 both_backends!(
+    grants_and_accounts_stay_within_their_bounds,
     a_user_belongs_to_a_bounded_number_of_organizations,
     metadata_timestamps_and_keys_mean_one_thing,
     nothing_takes_away_what_its_caller_could_not_give,

@@ -57,6 +57,10 @@ pub async fn create_service_account(
         authorize::platform(tx.conn(), caller, PlatformPower::ManagePlatformAccounts).await?;
     }
     authorize::may_give_role(&power, role)?;
+    let org = identity::organization(tx.conn(), &org_id)
+        .await?
+        .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
+    rules::check_account_role(state.settings.deployment_mode, &org, role)?;
     if keys::service_account_by_name(tx.conn(), &org_id, &name)
         .await?
         .is_some()

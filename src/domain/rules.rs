@@ -69,6 +69,23 @@ pub fn check_member_role(
     Ok(())
 }
 
+/// Checks that a service account may hold `role` in `org`: in `saas` mode
+/// `ORG_USER` and `ORG_VIEWER` need the plus plan or higher, as for members.
+pub fn check_account_role(
+    mode: DeploymentMode,
+    org: &organization::Model,
+    role: OrgRole,
+) -> Result<()> {
+    if role == OrgRole::Admin || mode != DeploymentMode::Saas || Plan::of(org) >= Plan::Plus {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "{} needs the plus plan or higher; the organization is on the {} plan",
+        role.as_str(),
+        Plan::of(org).as_str()
+    )))
+}
+
 /// Refuses to add anyone to a personal organization.
 pub fn check_can_add_members(org: &organization::Model) -> Result<()> {
     if org.personal {

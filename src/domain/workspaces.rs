@@ -365,8 +365,22 @@ async fn validate_scope(
         }
     }
     conditions.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(Some(Scope { conditions }))
+    let scope = Scope { conditions };
+    if scope_to_json(&scope).len() > MAX_SCOPE_BYTES {
+        return Err(Error::invalid(
+            "scope",
+            format!("at most {MAX_SCOPE_BYTES} bytes of conditions and values in all"),
+        ));
+    }
+    Ok(Some(scope))
 }
+
+/// Most bytes a grant's scope takes, encoded: every answer that lists grants
+/// (ExplainCheck, ListPrincipalPermissions, ListAccess) stays readable.
+pub const MAX_SCOPE_BYTES: usize = 4096;
+
+/// Most grants one subject holds in one workspace.
+pub const MAX_GRANTS_PER_SUBJECT: usize = 100;
 
 /// Checks that a grant's subject is of the organization. Platform accounts
 /// are not the organization's to give roles to: to anyone but a platform
@@ -469,6 +483,11 @@ pub async fn grant_access(
     {
         return Err(Error::AlreadyExists(format!(
             "{subject_type} `{subject_id}` already holds this role with this scope"
+        )));
+    }
+    if existing.len() >= MAX_GRANTS_PER_SUBJECT {
+        return Err(Error::FailedPrecondition(format!(
+            "{subject_type} `{subject_id}` already holds {MAX_GRANTS_PER_SUBJECT} grants in this workspace, the most one subject may"
         )));
     }
     let row = grant::Model {
