@@ -116,6 +116,18 @@ pub struct ServeConfig {
     )]
     pub max_concurrent_per_principal: usize,
 
+    /// Most RPCs the keys of one organization have in flight at once, all
+    /// its principals together; beyond it its calls are refused at once with
+    /// RESOURCE_EXHAUSTED. Keep it below `--max-concurrent-requests` so that
+    /// no single tenant can take the whole server (a single-tenant
+    /// installation may set it equal).
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_CONCURRENT_PER_ORGANIZATION",
+        default_value_t = 512
+    )]
+    pub max_concurrent_per_organization: usize,
+
     /// Most concurrent HTTP/2 streams (calls) one client connection may open;
     /// clients wait for a stream to finish before opening more.
     #[arg(
@@ -213,6 +225,8 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// Most RPCs one principal has in flight at once.
     pub max_concurrent_per_principal: usize,
+    /// Most RPCs one organization's keys have in flight at once.
+    pub max_concurrent_per_organization: usize,
     /// Most concurrent HTTP/2 streams per client connection.
     pub max_streams_per_connection: u32,
     /// Longest the request message may take to arrive, before admission.
@@ -238,6 +252,7 @@ impl Default for Settings {
             unavailable_grace: Duration::from_secs(5),
             max_concurrent_requests: 1024,
             max_concurrent_per_principal: 256,
+            max_concurrent_per_organization: 512,
             max_streams_per_connection: 256,
             request_body_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
@@ -275,6 +290,7 @@ impl ServeConfig {
             unavailable_grace: self.unavailable_grace,
             max_concurrent_requests: self.max_concurrent_requests.max(1),
             max_concurrent_per_principal: self.max_concurrent_per_principal.max(1),
+            max_concurrent_per_organization: self.max_concurrent_per_organization.max(1),
             max_streams_per_connection: self.max_streams_per_connection.max(1),
             request_body_timeout: self.request_body_timeout.max(Duration::from_millis(1)),
             request_timeout: self.request_timeout.max(Duration::from_millis(1)),

@@ -92,6 +92,9 @@ pub enum ShedReason {
     Server,
     /// The calling principal's share of it (`--max-concurrent-per-principal`).
     Principal,
+    /// The calling key's organization's share of it
+    /// (`--max-concurrent-per-organization`).
+    Organization,
 }
 
 /// The counters of one server.
@@ -101,6 +104,7 @@ pub struct Metrics {
     in_flight: AtomicI64,
     shed_server: AtomicU64,
     shed_principal: AtomicU64,
+    shed_organization: AtomicU64,
     body_timeouts: AtomicU64,
     allowed: AtomicU64,
     denied: AtomicU64,
@@ -173,6 +177,7 @@ impl Metrics {
             in_flight: AtomicI64::new(0),
             shed_server: AtomicU64::new(0),
             shed_principal: AtomicU64::new(0),
+            shed_organization: AtomicU64::new(0),
             body_timeouts: AtomicU64::new(0),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
@@ -212,6 +217,7 @@ impl Metrics {
         match reason {
             ShedReason::Server => &self.shed_server,
             ShedReason::Principal => &self.shed_principal,
+            ShedReason::Organization => &self.shed_organization,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -265,18 +271,30 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP portcullis_rpc_shed_total RPCs refused at once with RESOURCE_EXHAUSTED, by the limit that refused them: the server's concurrency limit or the calling principal's share of it.\n\
+            "# HELP portcullis_rpc_shed_total RPCs refused at once with RESOURCE_EXHAUSTED, by the limit that refused them: the server's concurrency limit, or the calling principal's or organization's share of it.\n\
              # TYPE portcullis_rpc_shed_total counter\n\
              portcullis_rpc_shed_total{{reason=\"server\"}} {}\n\
-             portcullis_rpc_shed_total{{reason=\"principal\"}} {}",
+             portcullis_rpc_shed_total{{reason=\"principal\"}} {}\n\
+             portcullis_rpc_shed_total{{reason=\"organization\"}} {}",
             self.shed_server.load(Ordering::Relaxed),
             self.shed_principal.load(Ordering::Relaxed),
+            self.shed_organization.load(Ordering::Relaxed),
         );
         counter(
             &mut out,
             "portcullis_request_body_timeouts_total",
             "RPCs answered DEADLINE_EXCEEDED because their request message did not arrive within --request-body-timeout.",
             self.body_timeouts.load(Ordering::Relaxed),
+        );
+        let writes = state.store.write_load();
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_storage_writes Changes at the write gate: waiting for a turn (in the process, holding no storage connection), or writing.\n\
+             # TYPE portcullis_storage_writes gauge\n\
+             portcullis_storage_writes{{state=\"waiting\"}} {}\n\
+             portcullis_storage_writes{{state=\"writing\"}} {}",
+            writes.waiting(),
+            writes.writing(),
         );
         gauge(
             &mut out,

@@ -438,8 +438,188 @@ async fn the_stream_cap_is_advertised_and_enforced(b: Backend) {
     drop(held);
 }
 
+/// A second organization, Globex: its admin Zed, his personal access token
+/// and his default workspace.
+async fn globex(s: &TestServer) -> (String, String, String) {
+    let zed = s.user("zed").await;
+    let created = s
+        .identity()
+        .create_organization(harness::as_user(
+            s,
+            pb::CreateOrganizationRequest {
+                name: "Globex".into(),
+                plan: pb::Plan::Enterprise as i32,
+            },
+            &zed,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let org = created.organization.unwrap().id;
+    let key = s
+        .identity()
+        .create_personal_access_token(harness::as_user(
+            s,
+            pb::CreatePersonalAccessTokenRequest {
+                organization_id: org,
+                ..Default::default()
+            },
+            &zed,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    (zed, key, created.member.unwrap().default_workspace_id)
+}
+
+async fn an_organization_beyond_its_share_is_shed_while_others_are_served(b: Backend) {
+    let s = harness::start_with_settings(
+        b,
+        Settings {
+            max_concurrent_requests: 16,
+            max_concurrent_per_organization: 3,
+            max_concurrent_per_principal: 2,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let (zed, zed_key, zed_home) = globex(&s).await;
+    // A second principal of the bootstrap organization: A1 and A2 are one tenant.
+    let sa = s
+        .identity()
+        .create_service_account(req(
+            pb::CreateServiceAccountRequest {
+                name: "second".into(),
+                role: pb::OrgRole::OrgAdmin as i32,
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap()
+        .id;
+    let second = s
+        .identity()
+        .create_service_key(req(
+            pb::CreateServiceKeyRequest {
+                service_account_id: sa,
+                scope: pb::ServiceKeyScope::Organization as i32,
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    // Keys and decisions cached: nothing below needs storage but the writes.
+    assert_eq!(check_allowed(&s, &zed_key, &zed, &zed_home).await, Ok(true));
+    let (ann, ws) = s.viewer_of_shared().await;
+    assert_eq!(check_allowed(&s, &second, &ann, &ws).await, Ok(true));
+
+    let block = WriteBlock::hold(&s.db_url).await;
+    let write = |key: &str, name: &str| {
+        let mut client = s.identity();
+        let request = req(
+            pb::CreateTeamRequest {
+                organization_id: String::new(),
+                name: name.into(),
+            },
+            key,
+        );
+        tokio::spawn(async move { client.create_team(request).await })
+    };
+    let writers = vec![
+        write(s.key(), "held-1"),
+        write(s.key(), "held-2"),
+        write(&second, "held-3"),
+    ];
+    // In flight is counted on admission; at the write gate, a call is past
+    // its organization's share too.
+    harness::wait_until(
+        "the organization's writes past its share",
+        WAIT,
+        || async {
+            let scrape = s.scrape().await;
+            sample(&scrape, "portcullis_storage_writes{state=\"waiting\"}")
+                + sample(&scrape, "portcullis_storage_writes{state=\"writing\"}")
+        },
+        |n| *n == 3.0,
+    )
+    .await;
+    for (i, w) in writers.iter().enumerate() {
+        assert!(!w.is_finished(), "write {i} ended early");
+    }
+    // A2 is within its own share, but its organization is at the tenant's.
+    assert_code(
+        s.check()
+            .check(req(check_request(&ann, &ws, "datasets:read", &[]), &second))
+            .await,
+        Code::ResourceExhausted,
+        "this organization is at its share of 3 concurrent requests; retry with backoff",
+    );
+    for i in 0..5 {
+        assert_eq!(
+            check_allowed(&s, &zed_key, &zed, &zed_home).await,
+            Ok(true),
+            "the other tenant's Check {i}"
+        );
+    }
+    assert!(writers.iter().all(|w| !w.is_finished()));
+    let scrape = s.scrape().await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "portcullis_rpc_shed_total{reason=\"organization\"}"
+        ),
+        1.0
+    );
+    block.release().await;
+    for writer in writers {
+        timeout(WAIT, writer).await.unwrap().unwrap().unwrap();
+    }
+}
+
+async fn queued_writes_of_one_tenant_leave_storage_to_the_others(b: Backend) {
+    let s = harness::start(b).await;
+    let (_, zed_key, _) = globex(&s).await;
+    // Forty writes of one tenant wait for the revision row: beyond what the
+    // pool has, were each holding a connection while it waits.
+    let block = WriteBlock::hold(&s.db_url).await;
+    let writers: Vec<_> = (0..40)
+        .map(|i| tokio::spawn(create_team(&s, &format!("queued-{i}"))))
+        .collect();
+    harness::wait_until(
+        "the writes in flight",
+        WAIT,
+        || in_flight(&s),
+        |n| *n == 40.0,
+    )
+    .await;
+    // The other tenant's reads need storage, and get it at once.
+    for i in 0..5 {
+        let mut client = s.identity();
+        let read = client.list_members(req(pb::ListMembersRequest::default(), &zed_key));
+        let answer = timeout(Duration::from_secs(4), read)
+            .await
+            .unwrap_or_else(|_| panic!("the other tenant's read {i} waited for storage"));
+        assert!(answer.is_ok(), "read {i}: {answer:?}");
+    }
+    assert!(writers.iter().all(|w| !w.is_finished()));
+    block.release().await;
+    for writer in writers {
+        timeout(WAIT, writer).await.unwrap().unwrap().unwrap();
+    }
+}
+
 both_backends!(
     one_principal_holding_slow_streams_does_not_starve_others,
     a_principal_beyond_its_share_is_shed_while_others_are_served,
+    an_organization_beyond_its_share_is_shed_while_others_are_served,
+    queued_writes_of_one_tenant_leave_storage_to_the_others,
     the_stream_cap_is_advertised_and_enforced,
 );

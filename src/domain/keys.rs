@@ -45,7 +45,7 @@ pub async fn create_service_account(
     let org_id = caller.organization(org_id).to_owned();
     let name = rules::name("name", name)?;
     let role = role.unwrap_or(OrgRole::Viewer);
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let power = authorize::org(
         tx.conn(),
         caller,
@@ -138,7 +138,7 @@ pub async fn delete_service_account(
     service_account_id: &str,
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(
         tx.conn(),
         caller,
@@ -203,7 +203,7 @@ pub async fn create_pat(
     let user_id = caller.user_id()?.to_owned();
     let description = rules::description("description", description)?;
     check_expiry(expires_at)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::CreatePat).await?;
     authorize::may_mint(caller, &power, &Reach::Organization, expires_at)?;
     let org = identity::organization(tx.conn(), &org_id)
@@ -283,7 +283,7 @@ pub async fn create_service_key(
             Reach::Workspaces(ids)
         }
     };
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageApiKeys).await?;
     let sa = managed_account(&tx, caller, &org_id, service_account_id).await?;
     authorize::may_mint(caller, &power, &reach, expires_at)?;
@@ -407,7 +407,7 @@ pub async fn revoke_api_key(
     key_id: &str,
 ) -> Result<(api_key::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let mut key = managed_key(&tx, caller, &org_id, key_id, KeyChange::Revoke).await?;
     if key.revoked_at.is_some() {
         drop(tx);
@@ -459,7 +459,7 @@ pub async fn update_api_key(
     if let Some(Some(t)) = update.expires_at {
         check_expiry(Some(t))?;
     }
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let mut key = managed_key(&tx, caller, &org_id, key_id, KeyChange::Update).await?;
     if key.revoked_at.is_some() {
         return Err(Error::FailedPrecondition(

@@ -136,7 +136,7 @@ pub async fn create_user(
 ) -> Result<(user::Model, u64)> {
     let subject = rules::subject("external_subject", external_subject)?;
     let email = rules::email("email", email)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     authorize::platform(conn, caller, PlatformPower::RegisterUsers).await?;
     if identity::user_by_subject(conn, &subject).await?.is_some() {
@@ -195,7 +195,7 @@ pub async fn create_organization(
     let name = rules::name("name", name)?;
     let plan = plan.unwrap_or(Plan::Personal);
     authorize::may_start_on(state.settings.deployment_mode, plan)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let user_id = authorize::calling_user(tx.conn(), caller).await?.to_owned();
     let user = identity::user(tx.conn(), &user_id)
         .await?
@@ -291,7 +291,7 @@ pub async fn update_organization(
         .as_deref()
         .map(|n| rules::name("name", n))
         .transpose()?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     if update.name.is_some() || update.pat_creation_disabled.is_some() {
         authorize::org(conn, caller, &org_id, OrgPermission::ManageSecurity).await?;
@@ -416,7 +416,7 @@ async fn create_personal_organization(
     caller: &Caller,
     user: &user::Model,
 ) -> Result<(organization::Model, Member, u64)> {
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     let org = new_organization("Personal".into(), Plan::Personal, Some(&user.id));
     identity::insert(conn, org.clone().into_active_model()).await?;
@@ -450,7 +450,7 @@ pub async fn add_member(
     let user_id = rules::id("user_id", user_id)?;
     let role =
         role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::platform(tx.conn(), caller, PlatformPower::AddMembers).await?;
     let org = identity::organization(tx.conn(), &org_id)
         .await?
@@ -514,7 +514,7 @@ pub async fn update_member_role(
     let user_id = rules::id("user_id", user_id)?;
     let role =
         role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageMembers).await?;
     authorize::may_give_role(&power, role)?;
     let org = identity::organization(tx.conn(), &org_id)
@@ -568,7 +568,7 @@ pub async fn remove_member(
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = rules::id("user_id", user_id)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     authorize::org(conn, caller, &org_id, OrgPermission::RemoveUsers).await?;
     let current = identity::membership(conn, &org_id, user_id)
@@ -633,7 +633,7 @@ pub async fn create_invite(
     let email = rules::email("email", email)?;
     let role =
         role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     let power = authorize::org(conn, caller, &org_id, OrgPermission::InviteUsers).await?;
     authorize::may_give_role(&power, role)?;
@@ -706,7 +706,7 @@ pub async fn delete_invite(
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
     let invite_id = rules::id("invite_id", invite_id)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::DeleteInvites).await?;
     let invite = identity::invite(tx.conn(), invite_id)
         .await?
@@ -735,7 +735,7 @@ pub async fn accept_invite(
     invite_id: &str,
 ) -> Result<(Member, u64)> {
     let invite_id = rules::id("invite_id", invite_id)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     let user_id = authorize::calling_user(conn, caller).await?;
     let user = identity::user(conn, user_id)

@@ -36,7 +36,7 @@ pub async fn create_application(
     name: &str,
 ) -> Result<(application::Model, u64)> {
     let name = rules::tag_value("name", name)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (ws, _) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "applications:create").await?;
     if workspaces::application(tx.conn(), &ws.id, &name)
@@ -90,7 +90,7 @@ pub async fn delete_application(
     workspace_id: &str,
     name: &str,
 ) -> Result<u64> {
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     let (ws, _) =
         authorize::workspace_action(conn, caller, workspace_id, "applications:delete").await?;
@@ -162,7 +162,7 @@ pub async fn set_resource_tags(
 ) -> Result<u64> {
     rules::check_tags("tags", &tags)?;
     let map: BTreeMap<String, String> = tags.into_iter().collect();
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (ws, _) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "resource_tags:update")
             .await?;
@@ -237,7 +237,7 @@ pub async fn delete_resource(
     resource_type: &str,
     resource_id: &str,
 ) -> Result<u64> {
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (ws, _) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "resource_tags:delete")
             .await?;
@@ -316,7 +316,7 @@ pub async fn update_settings(
     if monthly_trace_limit.is_some() || needed.is_empty() {
         needed.push(OrgPermission::UpdateUsageLimits);
     }
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (ws, _) = authorize::org_in_workspace(tx.conn(), caller, workspace_id, &needed).await?;
     let current = workspaces::settings(tx.conn(), &ws.id).await?;
     let before = current

@@ -115,7 +115,7 @@ pub async fn register_resource_type(
             format!("action `{bad}` must be lower_snake_case"),
         ));
     }
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageRoles).await?;
     let conn = tx.conn();
     let types = roles::resource_types(conn, &org_id).await?;
@@ -239,7 +239,7 @@ pub async fn create_role(
     let org_id = caller.organization(org_id).to_owned();
     let name = role_name(name)?;
     let description = rules::description("description", description)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageRoles).await?;
     check_custom_roles_allowed(&tx, state, &org_id).await?;
     let permissions = validate_permissions(&tx, &org_id, permissions).await?;
@@ -359,7 +359,7 @@ pub async fn update_role(
         .as_deref()
         .map(|d| rules::description("description", d))
         .transpose()?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageRoles).await?;
     if SystemRole::parse(role_id).is_some() {
         return Err(Error::FailedPrecondition(format!(
@@ -415,7 +415,7 @@ pub async fn delete_role(
     revoke_grants: bool,
 ) -> Result<(u64, u64)> {
     let org_id = caller.organization(org_id).to_owned();
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     authorize::org(conn, caller, &org_id, OrgPermission::ManageRoles).await?;
     if SystemRole::parse(role_id).is_some() {

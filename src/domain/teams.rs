@@ -40,7 +40,7 @@ pub async fn create_team(
 ) -> Result<(team::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
     let name = rules::name("name", name)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     if teams::team_by_name(tx.conn(), &org_id, &name)
         .await?
@@ -80,7 +80,7 @@ pub async fn delete_team(
     team_id: &str,
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let team = team_in_org(&tx, &org_id, team_id).await?;
     teams::delete_team(tx.conn(), &org_id, &team.id).await?;
@@ -124,7 +124,7 @@ pub async fn add_team_member(
 ) -> Result<(TeamWithMembers, u64)> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = rules::id("user_id", user_id)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
     let team = team_in_org(&tx, &org_id, team_id).await?;
@@ -176,7 +176,7 @@ pub async fn remove_team_member(
 ) -> Result<(TeamWithMembers, u64)> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = rules::id("user_id", user_id)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
     let team = team_in_org(&tx, &org_id, team_id).await?;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 
 use crate::{
+    auth::Caller,
     authz::cache::{Invalidation, parse_id},
     error::Result,
     state::AppState,
@@ -38,10 +39,11 @@ pub enum Target {
 }
 
 impl Tx {
-    /// Opens a transaction whose changes reach the caches of `state`.
-    pub async fn begin(state: &AppState) -> Result<Self> {
+    /// Opens a transaction of `caller`'s whose changes reach the caches of
+    /// `state`; it waits for a turn of the caller's organization to write.
+    pub async fn begin(state: &AppState, caller: &Caller) -> Result<Self> {
         Ok(Self {
-            inner: state.store.write().await?,
+            inner: state.store.write(caller.key.ids.organization).await?,
             state: Some(state.clone()),
             changes: Mutex::new(Vec::new()),
         })
@@ -51,7 +53,7 @@ impl Tx {
     /// (other replicas are still notified).
     pub async fn detached(store: &Store) -> Result<Self> {
         Ok(Self {
-            inner: store.write().await?,
+            inner: store.write(0).await?,
             state: None,
             changes: Mutex::new(Vec::new()),
         })

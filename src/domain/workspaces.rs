@@ -62,7 +62,7 @@ pub async fn create_workspace(
     } else {
         rules::name("name", name)?
     };
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::CreateWorkspaces).await?;
     let org = identity::organization(tx.conn(), &org_id)
         .await?
@@ -179,7 +179,7 @@ pub async fn update_workspace(
 ) -> Result<(workspace::Model, u64)> {
     let key = key.map(|k| rules::workspace_key("key", k)).transpose()?;
     let name = name.map(|n| rules::name("name", n)).transpose()?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (mut ws, _) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "workspace:update").await?;
     let org = identity::organization(tx.conn(), &ws.organization_id)
@@ -226,7 +226,7 @@ pub async fn delete_workspace(
     caller: &Caller,
     workspace_id: &str,
 ) -> Result<u64> {
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     let (ws, _) =
         authorize::workspace_action(conn, caller, workspace_id, "workspace:delete").await?;
@@ -454,7 +454,7 @@ pub async fn grant_access(
     if subject.parts().1.is_empty() {
         return Err(Error::invalid("subject", "id is required"));
     }
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
     validate_subject(&tx, caller, &ws.organization_id, &subject).await?;
@@ -531,7 +531,7 @@ pub async fn revoke_access(
     grant_id: &str,
 ) -> Result<u64> {
     let grant_id = rules::id("grant_id", grant_id)?;
-    let tx = Tx::begin(state).await?;
+    let tx = Tx::begin(state, caller).await?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
     let hidden = authorize::hidden_accounts(tx.conn(), caller, &ws.organization_id).await?;

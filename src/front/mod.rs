@@ -48,7 +48,7 @@ use tonic::{Status, body::Body, codegen::http};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
-use self::{body::read_ahead, share::PrincipalShares};
+use self::{body::read_ahead, share::Shares};
 use crate::{
     auth::{Caller, PrincipalId},
     metrics::{Metrics, ShedReason},
@@ -75,9 +75,18 @@ impl FrontLayer {
                  one principal can take every slot"
             );
         }
+        if settings.max_concurrent_per_organization >= settings.max_concurrent_requests {
+            tracing::warn!(
+                max_concurrent_per_organization = settings.max_concurrent_per_organization,
+                max_concurrent_requests = settings.max_concurrent_requests,
+                "--max-concurrent-per-organization is not below --max-concurrent-requests: \
+                 one organization can take every slot"
+            );
+        }
         let limits = Arc::new(Limits {
             permits: Semaphore::new(settings.max_concurrent_requests),
-            shares: PrincipalShares::new(settings.max_concurrent_per_principal),
+            shares: Shares::new(settings.max_concurrent_per_principal),
+            organizations: Shares::new(settings.max_concurrent_per_organization),
         });
         Self { state, limits }
     }
@@ -109,7 +118,9 @@ struct Limits {
     /// The concurrency limit.
     permits: Semaphore,
     /// Each principal's share of it.
-    shares: PrincipalShares,
+    shares: Shares,
+    /// Each organization's share of it: all its principals together.
+    organizations: Shares,
 }
 
 /// How much of the front an RPC goes through.
@@ -298,6 +309,17 @@ where
             if let Some(tenant) = &caller.tenant {
                 span.record("tenant", tenant.as_str());
             }
+            // The key's organization: however many principals a tenant
+            // makes, together they take no more than its share.
+            let Some(organization) = limits.organizations.try_enter(caller.key.ids.organization)
+            else {
+                state.metrics.record_shed(ShedReason::Organization);
+                return Ok(Status::resource_exhausted(format!(
+                    "this organization is at its share of {} concurrent requests; retry with backoff",
+                    settings.max_concurrent_per_organization
+                ))
+                .into_http());
+            };
             // The key's own principal, not a user it acts for: the share
             // bounds what one credential can take.
             let Some(share) = limits.shares.try_enter(caller.key.ids.principal) else {
@@ -309,7 +331,7 @@ where
                 .into_http());
             };
             req.extensions_mut().insert(caller);
-            Some(share)
+            Some((organization, share))
         } else {
             None
         };

@@ -1,5 +1,5 @@
-//! Each principal's share of the concurrency limit: in-flight calls per
-//! principal, counted without a lock or an allocation.
+//! Shares of the concurrency limit: in-flight calls per principal, and per
+//! organization, counted without a lock or an allocation.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -8,26 +8,26 @@ const SHARE_SLOTS_LOG2: u32 = 12;
 /// The number of principal share counters: 4096, 16 KiB.
 const SHARE_SLOTS: usize = 1 << SHARE_SLOTS_LOG2;
 
-/// In-flight calls per principal, in a fixed table of counters indexed by a
-/// hash of the principal's id: counting takes no lock and allocates nothing,
-/// and the table never grows however many principals call. Principals whose
-/// ids hash to the same counter share one budget; with 4096 counters that is
+/// In-flight calls per id (a principal's, or an organization's), in a fixed
+/// table of counters indexed by a hash of the id: counting takes no lock and
+/// allocates nothing, and the table never grows however many ids call. Ids
+/// that hash to the same counter share one budget; with 4096 counters that is
 /// rare, and when it happens the two are still bounded together, never shed
 /// below the share while alone.
-pub(super) struct PrincipalShares {
+pub(super) struct Shares {
     share: u32,
     slots: Box<[AtomicU32; SHARE_SLOTS]>,
 }
 
-impl std::fmt::Debug for PrincipalShares {
+impl std::fmt::Debug for Shares {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrincipalShares")
+        f.debug_struct("Shares")
             .field("share", &self.share)
             .finish_non_exhaustive()
     }
 }
 
-impl PrincipalShares {
+impl Shares {
     /// A table in which each principal may have `share` calls in flight.
     pub(super) fn new(share: usize) -> Self {
         Self {
@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn a_principal_is_held_to_its_share_until_a_call_ends() {
-        let shares = PrincipalShares::new(2);
+        let shares = Shares::new(2);
         let (a, b) = (
             uuid::Uuid::now_v7().as_u128(),
             uuid::Uuid::now_v7().as_u128(),
@@ -82,7 +82,7 @@ mod tests {
         let first = shares.try_enter(a).expect("within the share");
         let _second = shares.try_enter(a).expect("within the share");
         assert!(shares.try_enter(a).is_none(), "beyond the share");
-        if PrincipalShares::slot_of(a) != PrincipalShares::slot_of(b) {
+        if Shares::slot_of(a) != Shares::slot_of(b) {
             assert!(
                 shares.try_enter(b).is_some(),
                 "another principal has its own"
@@ -100,7 +100,7 @@ mod tests {
         // Ids that differ only in their timestamp half, only in their random
         // half, and random ones: few land on a counter another already took.
         let distinct = |ids: &mut dyn Iterator<Item = u128>| {
-            ids.map(PrincipalShares::slot_of)
+            ids.map(Shares::slot_of)
                 .collect::<std::collections::HashSet<_>>()
                 .len()
         };

@@ -15,13 +15,20 @@ pub mod roles;
 pub mod teams;
 pub mod workspaces;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     DbErr, RuntimeErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::StorageErrorKind;
 
@@ -91,6 +98,112 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     db: DatabaseConnection,
     url: String,
+    gate: Arc<WriteGate>,
+}
+
+/// Connections of the pool: for PostgreSQL, and for SQLite (one writer at a
+/// time, readers beside it in WAL mode).
+const POSTGRES_CONNECTIONS: u32 = 32;
+const SQLITE_CONNECTIONS: u32 = 8;
+/// Hashed slots of the per-tenant write gates.
+const TENANT_GATES: usize = 1024;
+
+/// Admission of write transactions. Writers take the revision row first and
+/// so run one after another; a writer waiting for its turn waits here, in
+/// the process, not on the database with a connection of the pool that reads
+/// need. At most a quarter of the pool writes at once, and each tenant
+/// (organization) has at most a few writers past the gate, so one tenant's
+/// queue of writes neither drains the pool nor stands in front of every
+/// other tenant's: the shared gate is first come, first served among at most
+/// a few writers per tenant. Tenants hashing to the same slot share it.
+#[derive(Debug)]
+struct WriteGate {
+    all: Arc<Semaphore>,
+    tenants: Vec<Arc<Semaphore>>,
+    load: Arc<WriteLoad>,
+}
+
+/// How many writers wait for a turn, and how many hold one.
+#[derive(Debug, Default)]
+pub struct WriteLoad {
+    waiting: AtomicI64,
+    writing: AtomicI64,
+}
+
+impl WriteLoad {
+    /// Writers waiting for a turn at the write gate.
+    pub fn waiting(&self) -> i64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Writers holding a turn: in a write transaction, or beginning one.
+    pub fn writing(&self) -> i64 {
+        self.writing.load(Ordering::Relaxed)
+    }
+}
+
+impl WriteGate {
+    fn new(connections: u32) -> Self {
+        let all = (connections / 4).max(1) as usize;
+        let per_tenant = (all / 2).max(1);
+        Self {
+            all: Arc::new(Semaphore::new(all)),
+            tenants: (0..TENANT_GATES)
+                .map(|_| Arc::new(Semaphore::new(per_tenant)))
+                .collect(),
+            load: Arc::default(),
+        }
+    }
+
+    /// Waits for a turn of `tenant` to write.
+    async fn enter(&self, tenant: u128) -> StoreResult<WritePermit> {
+        let folded = (tenant as u64) ^ ((tenant >> 64) as u64);
+        let slot = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % TENANT_GATES;
+        let closed = |_| StoreError::Internal("the write gate is closed".into());
+        // Counted as waiting until the turn is taken, on every path (a
+        // dropped call stops waiting too).
+        let waiting = Counted::new(self.load.clone(), |l| &l.waiting);
+        let tenant = self.tenants[slot]
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(closed)?;
+        let all = self.all.clone().acquire_owned().await.map_err(closed)?;
+        drop(waiting);
+        Ok(WritePermit {
+            _all: all,
+            _tenant: tenant,
+            _counted: Counted::new(self.load.clone(), |l| &l.writing),
+        })
+    }
+}
+
+/// One unit of a [`WriteLoad`] gauge, given back when dropped.
+#[derive(Debug)]
+struct Counted {
+    load: Arc<WriteLoad>,
+    gauge: fn(&WriteLoad) -> &AtomicI64,
+}
+
+impl Counted {
+    fn new(load: Arc<WriteLoad>, gauge: fn(&WriteLoad) -> &AtomicI64) -> Self {
+        gauge(&load).fetch_add(1, Ordering::Relaxed);
+        Self { load, gauge }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.gauge)(&self.load).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A writer's turn, held until its transaction ends.
+#[derive(Debug)]
+struct WritePermit {
+    _all: OwnedSemaphorePermit,
+    _tenant: OwnedSemaphorePermit,
+    _counted: Counted,
 }
 
 /// What a connection reads for: an answer (the pool) or a change (its
@@ -115,6 +228,7 @@ impl Reads for DatabaseTransaction {
 pub struct WriteTx {
     txn: DatabaseTransaction,
     revision: u64,
+    _turn: WritePermit,
 }
 
 impl Store {
@@ -124,10 +238,15 @@ impl Store {
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5));
+        let connections = if url.starts_with("sqlite:") {
+            SQLITE_CONNECTIONS
+        } else {
+            POSTGRES_CONNECTIONS
+        };
         if url.starts_with("sqlite:") {
             // WAL lets readers run beside the single writer; the busy timeout
             // makes a second writer wait for the lock instead of failing.
-            opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
+            opts.max_connections(connections).map_sqlx_sqlite_opts(|o| {
                 o.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
@@ -135,12 +254,13 @@ impl Store {
                     .foreign_keys(true)
             });
         } else {
-            opts.max_connections(32);
+            opts.max_connections(connections);
         }
         let db = Database::connect(opts).await?;
         Ok(Self {
             db,
             url: url.to_owned(),
+            gate: Arc::new(WriteGate::new(connections)),
         })
     }
 
@@ -169,6 +289,11 @@ impl Store {
         Ok(())
     }
 
+    /// How many writers wait at the write gate and how many write.
+    pub fn write_load(&self) -> &WriteLoad {
+        &self.gate.load
+    }
+
     /// The connection pool, for reads.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
@@ -184,8 +309,11 @@ impl Store {
         self.db.get_database_backend()
     }
 
-    /// Opens a write transaction and advances the revision as its first statement.
-    pub async fn write(&self) -> StoreResult<WriteTx> {
+    /// Opens a write transaction of `tenant` (an organization's id; 0 for
+    /// the command-line tools) once the write gate lets it, and advances the
+    /// revision as its first statement.
+    pub async fn write(&self, tenant: u128) -> StoreResult<WriteTx> {
+        let turn = self.gate.enter(tenant).await?;
         let txn = self.db.begin().await?;
         let backend = txn.get_database_backend();
         txn.execute_raw(Statement::from_string(
@@ -194,7 +322,11 @@ impl Store {
         ))
         .await?;
         let revision = read_revision(&txn).await?;
-        Ok(WriteTx { txn, revision })
+        Ok(WriteTx {
+            txn,
+            revision,
+            _turn: turn,
+        })
     }
 
     /// The latest committed revision.
