@@ -11,20 +11,28 @@
 //! of the world carries its organization's marker (`q-secret-…`,
 //! `…@q.victim.test`, `idp|q-…`), so that a leak is found in bytes.
 //!
-//! Then every key attacks, with requests generated from the served
-//! descriptors (`harness::attack`):
+//! Then every key attacks, each on a copy of the world with a server of its
+//! own, with requests generated from the served descriptors
+//! (`harness::attack`):
 //! * across organizations: each key of P attacks Q and the platform account,
-//!   each key of Q attacks P and the platform account (a world each);
+//!   each key of Q attacks P and the platform account; an attacker may change
+//!   only rows of its own organization that name nothing of the victim's;
 //! * inside its organization: the workspace-scoped admin key, the ORG_USER and
 //!   ORG_VIEWER tokens and the ORG_USER service key attack what lies outside
-//!   their power.
+//!   their power (`within`, where each one's reach and secrets are defined).
 //!
 //! The checks (see `harness::attack`): rows outside the attacker's reach are
 //! unchanged, answers show nothing the attacker may not read, every call is
 //! answered, foreign objects get the answer unknown ones get, and the victim's
-//! own decisions (asked with its own key) are the same after the attacks as a
-//! server with cold caches gave before them. All violations are collected and
-//! reported at the end, grouped; `--nocapture` also shows the codes per method.
+//! own decisions (asked with its own key) are those storage gives. All
+//! violations are collected and reported at the end, grouped (every group on
+//! stderr, the first ones in the panic); `--nocapture` also shows the codes
+//! per method and phase and the time each attacker took.
+//!
+//! To look closer: `PORTCULLIS_ISOLATION_ATTACKER=<part of a label>` and
+//! `PORTCULLIS_ISOLATION_METHOD=<part of a path>` narrow the run,
+//! `PORTCULLIS_ISOLATION_TRACE=1` shows every call and its answer,
+//! `PORTCULLIS_ISOLATION_JOBS=<n>` sets how many attackers run at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -73,7 +73,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_ROTATIONS: usize = 4;
 /// How many calls of a method are replayed one at a time to find the one
 /// that poisoned the victim's decisions.
-const MAX_REPLAYS: usize = 40;
+const MAX_REPLAYS: usize = 24;
 /// How deep requests nest (BatchCheck → CheckRequest → CheckPrincipal).
 const MAX_DEPTH: usize = 4;
 /// Services that are not part of the API under attack.
