@@ -1181,15 +1181,15 @@ fn battery(x: &Org) -> Battery {
             ));
         }
     }
-    // After every method: the admin and the ORG_USER in each workspace, and
-    // the registered resources (their tags are cached too) for the admin.
+    // After every method, a few: the admin in ws1 (the first target of every
+    // request), with its registered resource (tags are cached too), and the
+    // ORG_USER in ws2.
     let quick = checks
         .iter()
         .filter(|(label, _)| {
-            label.contains("prompts:read")
-                && (label.contains(" admin ") || label.contains(" user "))
-                && (label.ends_with(" on untagged")
-                    || (label.contains(" admin ") && label.ends_with(" on registered")))
+            let admin_ws1 =
+                label.contains(" admin prompts:read in ws1 on ") && !label.ends_with(" on tagged");
+            admin_ws1 || label.ends_with(" user prompts:read in ws2 on untagged")
         })
         .cloned()
         .collect();
