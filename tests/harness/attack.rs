@@ -1987,8 +1987,8 @@ pub struct Stage {
     pub poisons: Poisons,
 }
 
-/// Kinds of request (method, leniently spelled, user ids) found to poison
-/// the victim's decisions; each is pinned down to a call once.
+/// Kinds of request (phase and method, leniently spelled, user ids) found to
+/// poison the victim's decisions; each is pinned down to a call once.
 pub type Poisons = Arc<Mutex<BTreeSet<(String, bool, bool)>>>;
 
 /// The server under attack, the database behind it and the report. Every
@@ -2421,7 +2421,11 @@ impl<'a> Arena<'a> {
         };
         let mut found = false;
         let known = |arena: &Self, s: &Sent| {
-            let kind = (method.name.clone(), s.lenient, s.plan.contains("user ids"));
+            let kind = (
+                format!("{} {}", arena.phase, method.name),
+                s.lenient,
+                s.plan.contains("user ids"),
+            );
             arena
                 .poisons
                 .lock()
@@ -2449,7 +2453,11 @@ impl<'a> Arena<'a> {
             let quick = v.battery.quick(&self.live.channel).await;
             found = true;
             if let Ok(mut k) = self.poisons.lock() {
-                k.insert((method.name.clone(), s.lenient, s.plan.contains("user ids")));
+                k.insert((
+                    format!("{} {}", self.phase, method.name),
+                    s.lenient,
+                    s.plan.contains("user ids"),
+                ));
             }
             let differ = quick_differences(&v.quick, &quick);
             self.report.add(Finding {
