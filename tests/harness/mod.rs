@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
+
 use portcullis::{
     bootstrap::{self, BootstrapInput, BootstrapOutput},
     config::{DeploymentMode, Settings},
