@@ -114,7 +114,19 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
             action: "organization.bootstrap",
             target_type: "organization",
             target_id: &org.id,
-            details: json!({ "admin_user_id": admin.id, "service_account_id": sa.id }),
+            details: json!({ "admin_user_id": admin.id }),
+        },
+    )
+    .await?;
+    audit::record(
+        &tx,
+        &Actor::system("bootstrap"),
+        Change {
+            organization_id: None,
+            action: "service_account.create",
+            target_type: "service_account",
+            target_id: &sa.id,
+            details: json!({ "name": sa.name, "role": sa.role, "platform": true, "organization_id": org.id }),
         },
     )
     .await?;

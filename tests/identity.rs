@@ -74,19 +74,25 @@ async fn organization_name_is_required(b: Backend) {
     assert_code(r, Code::InvalidArgument, "name");
 }
 
-async fn service_key_without_user_cannot_create_organizations(b: Backend) {
+async fn organizations_are_created_for_signed_in_users_only(b: Backend) {
     let s = start(b).await;
-    let r = s
-        .identity()
-        .create_organization(req(
+    let create = |key: &str| {
+        req(
             pb::CreateOrganizationRequest {
                 name: "Initech".into(),
                 plan: 0,
             },
-            s.key(),
-        ))
-        .await;
-    assert_code(r, Code::PermissionDenied, "only a user");
+            key,
+        )
+    };
+    // A service key has no user; a personal access token acts only inside
+    // its own organization. The platform creates one for a signed-in user.
+    let r = s.identity().create_organization(create(s.key())).await;
+    assert_code(r, Code::PermissionDenied, "signed-in user");
+    let pat = s.pat(&s.boot.admin_user_id).await;
+    let r = s.identity().create_organization(create(&pat)).await;
+    assert_code(r, Code::PermissionDenied, "signed-in user");
+    s.organization(&s.boot.admin_user_id, "Initech", 0).await;
 }
 
 async fn only_platform_accounts_register_users(b: Backend) {
@@ -965,7 +971,7 @@ both_backends!(
     organization_names_tell_nothing_about_other_tenants,
     creator_becomes_admin_with_a_default_workspace,
     organization_name_is_required,
-    service_key_without_user_cannot_create_organizations,
+    organizations_are_created_for_signed_in_users_only,
     only_platform_accounts_register_users,
     users_are_validated_and_unique,
     personal_organization_is_created_once,

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{caller, millis_opt, timestamp};
 use crate::{
-    domain::audit::{self as domain_audit, Log},
+    domain::audit::{self as domain_audit, Log, PLATFORM_ACTOR, PLATFORM_PLACEHOLDER},
     error::Error,
     proto::v1::{self as pb, audit_service_server::AuditService},
     state::AppState,
@@ -25,12 +25,17 @@ impl AuditApi {
 }
 
 fn event_pb(e: audit_event::Model) -> pb::AuditEvent {
+    let by_platform = e.actor_type == PLATFORM_ACTOR;
     let actor = match e.actor_type.as_str() {
         "user" => Some(pb::principal::Kind::UserId(e.actor_id)),
         "service_account" => Some(pb::principal::Kind::ServiceAccountId(e.actor_id)),
+        PLATFORM_ACTOR if e.actor_id != PLATFORM_PLACEHOLDER => {
+            Some(pb::principal::Kind::ServiceAccountId(e.actor_id))
+        }
         _ => None,
     };
     pb::AuditEvent {
+        by_platform,
         id: e.id,
         organization_id: e.organization_id.unwrap_or_default(),
         actor: Some(pb::Principal { kind: actor }),

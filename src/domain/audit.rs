@@ -28,7 +28,7 @@ pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
 /// Who made a change.
 #[derive(Clone, Debug)]
 pub struct Actor {
-    /// `user`, `service_account` or `system`.
+    /// `user`, `service_account`, `platform` (a platform account) or `system`.
     pub kind: &'static str,
     pub id: String,
     /// The user a service account acted for.
@@ -45,11 +45,12 @@ impl Actor {
         }
     }
 
-    /// The caller of an RPC: under `x-act-as-user`, the service account and the user.
+    /// The caller of an RPC: under `x-act-as-user`, the platform account and
+    /// the user.
     pub fn of(caller: &Caller) -> Self {
         match (&caller.acting_service_account_id, &caller.principal) {
             (Some(sa), PrincipalId::User(user)) => Self {
-                kind: "service_account",
+                kind: PLATFORM_ACTOR,
                 id: sa.clone(),
                 acting_for_user_id: Some(user.clone()),
             },
@@ -59,13 +60,24 @@ impl Actor {
                 acting_for_user_id: None,
             },
             (_, PrincipalId::ServiceAccount(sa)) => Self {
-                kind: "service_account",
+                kind: if caller.key.platform {
+                    PLATFORM_ACTOR
+                } else {
+                    "service_account"
+                },
                 id: sa.clone(),
                 acting_for_user_id: None,
             },
         }
     }
 }
+
+/// The actor kind of a platform account's changes.
+pub const PLATFORM_ACTOR: &str = "platform";
+
+/// What a platform account's id reads as in an organization's log, to
+/// readers who are not the platform: to them it does not exist.
+pub const PLATFORM_PLACEHOLDER: &str = "platform";
 
 /// One change to record.
 pub struct Change<'a> {
@@ -135,5 +147,18 @@ pub async fn list_events(
     let size = page_size(size);
     let before = (!token.is_empty()).then_some(token);
     let rows = audit::events(conn, org_id, filter, before, size + 1).await?;
-    Ok(finish_page(rows, size, |e| e.id.clone()))
+    let (mut rows, next) = finish_page(rows, size, |e| e.id.clone());
+    if org_id.is_some() {
+        let hidden = authorize::hidden_accounts(conn, caller).await?;
+        for row in &mut rows {
+            for id in &hidden {
+                for text in [&mut row.actor_id, &mut row.target_id, &mut row.details] {
+                    if text.contains(id.as_str()) {
+                        *text = text.replace(id.as_str(), PLATFORM_PLACEHOLDER);
+                    }
+                }
+            }
+        }
+    }
+    Ok((rows, next))
 }

@@ -196,6 +196,19 @@ pub async fn calling_user<'a, C: Reads>(conn: &C, caller: &'a Caller) -> Result<
     Ok(user)
 }
 
+/// The user a call acts for, for what reaches beyond any one organization
+/// (creating an organization, accepting an invite to another): done for a
+/// signed-in user by the platform (`x-act-as-user`), never with a personal
+/// access token, which acts only inside its own organization.
+pub async fn signed_in_user<'a, C: Reads>(conn: &C, caller: &'a Caller) -> Result<&'a str> {
+    if !caller.is_acting() {
+        return Err(Error::PermissionDenied(
+            "this is done for a signed-in user by the platform (a platform key with `x-act-as-user`); a personal access token acts only inside its own organization".into(),
+        ));
+    }
+    calling_user(conn, caller).await
+}
+
 /// Answers whether the caller is a platform account acting as itself (it
 /// then sees and manages platform accounts); confirmed in storage.
 pub async fn is_platform<C: Reads>(conn: &C, caller: &Caller) -> Result<bool> {
@@ -357,17 +370,14 @@ pub async fn may_change_grant<C: Reads>(
     }))
 }
 
-/// The service accounts of `org_id` the caller must not see in listings or
-/// answers: the platform accounts, unless the caller is one.
-pub async fn hidden_accounts<C: Reads>(
-    conn: &C,
-    caller: &Caller,
-    org_id: &str,
-) -> Result<Vec<String>> {
+/// The service accounts the caller must not see in listings, logs or
+/// answers: the platform accounts (of whichever organization: they act in
+/// many), unless the caller is one.
+pub async fn hidden_accounts<C: Reads>(conn: &C, caller: &Caller) -> Result<Vec<String>> {
     if is_platform(conn, caller).await? {
         return Ok(Vec::new());
     }
-    Ok(keys::platform_account_ids(conn, org_id).await?)
+    Ok(keys::platform_account_ids(conn).await?)
 }
 
 /// Answers whether the caller may see a Check's principal that is a

@@ -647,7 +647,7 @@ pub async fn lookup_subjects(
             &mut out,
         );
     }
-    let hidden = authorize::hidden_accounts(conn, caller, &ws.organization_id).await?;
+    let hidden = authorize::hidden_accounts(conn, caller).await?;
     let grants = workspaces::all_grants(conn, &ws.id).await?;
     let sets = role_permissions(conn, &catalogue, &grants).await?;
     for g in grants {

@@ -93,7 +93,7 @@ pub async fn create_service_account(
     Ok((sa, tx.commit().await?))
 }
 
-/// Service accounts of an organization, for anyone who may view members;
+/// Service accounts of an organization, for those who manage them (admins);
 /// platform accounts only for platform callers.
 pub async fn list_service_accounts(
     state: &AppState,
@@ -103,7 +103,7 @@ pub async fn list_service_accounts(
 ) -> Result<(Vec<service_account::Model>, String)> {
     let org_id = caller.organization(org_id);
     let conn = state.store.db();
-    authorize::org(conn, caller, org_id, OrgPermission::ViewMembers).await?;
+    authorize::org(conn, caller, org_id, OrgPermission::ManageServiceAccounts).await?;
     let platform = authorize::is_platform(conn, caller).await?;
     let size = page_size(page.size);
     let rows = keys::service_accounts(conn, org_id, platform, page.token, size + 1).await?;

@@ -184,7 +184,9 @@ pub async fn get_user(state: &AppState, caller: &Caller, user_id: &str) -> Resul
     Ok(user)
 }
 
-/// Creates a shared organization; the calling user becomes its admin. In
+/// Creates a shared organization for a signed-in user, who becomes its
+/// admin (the platform acts for them; a personal access token acts only in
+/// its own organization). In
 /// `saas` mode it starts on the personal plan: plans are the platform's to set.
 pub async fn create_organization(
     state: &AppState,
@@ -196,7 +198,9 @@ pub async fn create_organization(
     let plan = plan.unwrap_or(Plan::Personal);
     authorize::may_start_on(state.settings.deployment_mode, plan)?;
     let tx = Tx::begin(state, caller).await?;
-    let user_id = authorize::calling_user(tx.conn(), caller).await?.to_owned();
+    let user_id = authorize::signed_in_user(tx.conn(), caller)
+        .await?
+        .to_owned();
     let user = identity::user(tx.conn(), &user_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;
@@ -286,6 +290,12 @@ pub async fn update_organization(
     update: OrganizationUpdate,
 ) -> Result<(organization::Model, u64)> {
     let org_id = caller.organization(org_id).to_owned();
+    if update.name.is_none() && update.plan.is_none() && update.pat_creation_disabled.is_none() {
+        return Err(Error::invalid(
+            "organization",
+            "nothing to change: give name, plan or pat_creation_disabled",
+        ));
+    }
     let name = update
         .name
         .as_deref()
@@ -362,7 +372,7 @@ pub async fn ensure_personal_organization(
     let conn = state.store.db();
     let user_id = if user_id.is_empty() || caller.principal == PrincipalId::User(user_id.to_owned())
     {
-        authorize::calling_user(conn, caller).await?.to_owned()
+        authorize::signed_in_user(conn, caller).await?.to_owned()
     } else {
         authorize::platform(conn, caller, PlatformPower::CreateOrganizations)
             .await
@@ -737,7 +747,7 @@ pub async fn accept_invite(
     let invite_id = rules::id("invite_id", invite_id)?;
     let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
-    let user_id = authorize::calling_user(conn, caller).await?;
+    let user_id = authorize::signed_in_user(conn, caller).await?;
     let user = identity::user(conn, user_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("user `{user_id}` not found")))?;

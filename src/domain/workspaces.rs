@@ -534,7 +534,7 @@ pub async fn revoke_access(
     let tx = Tx::begin(state, caller).await?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
-    let hidden = authorize::hidden_accounts(tx.conn(), caller, &ws.organization_id).await?;
+    let hidden = authorize::hidden_accounts(tx.conn(), caller).await?;
     let row = workspaces::grant(tx.conn(), grant_id)
         .await?
         .filter(|g| g.workspace_id == ws.id)
@@ -614,7 +614,7 @@ pub async fn list_access(
         .as_ref()
         .map(|s| s.iter().map(|(t, id)| (*t, id.as_str())).collect());
     let size = page_size(page.size);
-    let hidden = authorize::hidden_accounts(conn, caller, &ws.organization_id).await?;
+    let hidden = authorize::hidden_accounts(conn, caller).await?;
     let rows = workspaces::grants(conn, &ws.id, refs.as_deref(), page.token, size + 1).await?;
     let (rows, next) = finish_page(rows, size, |g| g.id.clone());
     let rows = rows

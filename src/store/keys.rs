@@ -180,13 +180,9 @@ pub async fn revoke_service_account_keys<C: ConnectionTrait>(
     Ok(res.rows_affected)
 }
 
-/// The ids of an organization's platform accounts.
-pub async fn platform_account_ids<C: ConnectionTrait>(
-    conn: &C,
-    org_id: &str,
-) -> StoreResult<Vec<String>> {
+/// The ids of every platform account (they are few).
+pub async fn platform_account_ids<C: ConnectionTrait>(conn: &C) -> StoreResult<Vec<String>> {
     Ok(service_account::Entity::find()
-        .filter(service_account::Column::OrganizationId.eq(org_id))
         .filter(service_account::Column::Platform.eq(true))
         .all(conn)
         .await?

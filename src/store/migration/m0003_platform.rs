@@ -19,7 +19,7 @@ impl MigrationName for Migration {
 
 const UP: &str = r#"
 ALTER TABLE service_accounts RENAME COLUMN act_for_users TO platform;
-CREATE INDEX service_accounts_platform ON service_accounts (organization_id, platform, id);
+CREATE INDEX service_accounts_platform ON service_accounts (platform, id);
 CREATE INDEX audit_events_time ON audit_events (organization_id, id);
 DROP INDEX organizations_name_key;
 CREATE INDEX organizations_name ON organizations (name_key)
