@@ -137,6 +137,16 @@ pub struct ServeConfig {
     )]
     pub max_streams_per_connection: u32,
 
+    /// Most client connections open at once; a connection beyond it is
+    /// closed as soon as it is accepted.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Longest a new connection may stay silent (no HTTP/2 preface, no TLS
+    /// ClientHello) before it is closed.
+    #[arg(long, env = "PORTCULLIS_HANDSHAKE_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub handshake_timeout: Duration,
+
     /// Longest the whole request message may take to arrive after the
     /// request headers; a call whose message is later is answered
     /// DEADLINE_EXCEEDED before it takes a slot of the concurrency limit.
@@ -231,6 +241,10 @@ pub struct Settings {
     pub max_streams_per_connection: u32,
     /// Longest the request message may take to arrive, before admission.
     pub request_body_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Longest a new connection may stay silent.
+    pub handshake_timeout: Duration,
     /// Longest an RPC may run.
     pub request_timeout: Duration,
     /// Largest request or response message, in bytes.
@@ -255,6 +269,8 @@ impl Default for Settings {
             max_concurrent_per_organization: 512,
             max_streams_per_connection: 256,
             request_body_timeout: Duration::from_secs(2),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             tls: None,
@@ -293,6 +309,8 @@ impl ServeConfig {
             max_concurrent_per_organization: self.max_concurrent_per_organization.max(1),
             max_streams_per_connection: self.max_streams_per_connection.max(1),
             request_body_timeout: self.request_body_timeout.max(Duration::from_millis(1)),
+            max_connections: self.max_connections.max(1),
+            handshake_timeout: self.handshake_timeout.max(Duration::from_millis(1)),
             request_timeout: self.request_timeout.max(Duration::from_millis(1)),
             max_message_bytes: self.max_message_bytes.max(1024),
             tls,

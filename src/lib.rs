@@ -64,6 +64,7 @@ pub mod domain;
 pub mod error;
 pub mod front;
 pub mod id;
+pub mod listener;
 pub mod metrics;
 pub mod seed;
 pub mod server;

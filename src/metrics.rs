@@ -106,6 +106,9 @@ pub struct Metrics {
     shed_principal: AtomicU64,
     shed_organization: AtomicU64,
     body_timeouts: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+    handshake_timeouts: AtomicU64,
     allowed: AtomicU64,
     denied: AtomicU64,
     storage_up: AtomicU64,
@@ -179,6 +182,9 @@ impl Metrics {
             shed_principal: AtomicU64::new(0),
             shed_organization: AtomicU64::new(0),
             body_timeouts: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            handshake_timeouts: AtomicU64::new(0),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             storage_up: AtomicU64::new(1),
@@ -225,6 +231,32 @@ impl Metrics {
     /// An RPC answered because its request message did not arrive in time.
     pub fn record_body_timeout(&self) {
         self.body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a new connection open if fewer than `max` are; otherwise counts
+    /// it refused and answers `false`.
+    pub fn connection_opened(&self, max: usize) -> bool {
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        let admitted = self
+            .connections_open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// One connection closed.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed because it said nothing within the handshake deadline.
+    pub fn record_handshake_timeout(&self) {
+        self.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `n` decisions answered, allowed or not.
@@ -279,6 +311,24 @@ impl Metrics {
             self.shed_server.load(Ordering::Relaxed),
             self.shed_principal.load(Ordering::Relaxed),
             self.shed_organization.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "portcullis_connections_open",
+            "Client connections open now (health probes included).",
+            i64::try_from(self.connections_open.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        counter(
+            &mut out,
+            "portcullis_connections_refused_total",
+            "Connections closed at once because --max-connections were open.",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "portcullis_connection_handshake_timeouts_total",
+            "Connections closed because they sent nothing within --handshake-timeout.",
+            self.handshake_timeouts.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

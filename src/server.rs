@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -177,7 +177,14 @@ pub async fn run(
             state
         ))
         .add_optional_service(noop);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::listener::incoming(
+        listener,
+        crate::listener::Admission {
+            max_connections: state.settings.max_connections,
+            handshake_timeout: state.settings.handshake_timeout,
+        },
+        state.metrics.clone(),
+    );
     let serve = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(serve);
     let result = tokio::select! {

@@ -1,4 +1,6 @@
-//! Fair share: one principal cannot take the server from the others. Calls
+//! Fair share: one principal, or one organization, cannot take the server
+//! from the others. Silent connections are closed after
+//! `--handshake-timeout`, and no more than `--max-connections` are open. Calls
 //! whose request message does not arrive hold no slot of the concurrency
 //! limit and end DEADLINE_EXCEEDED after `--request-body-timeout`; a
 //! principal beyond its share of the limit is shed while others are served;
@@ -616,7 +618,73 @@ async fn queued_writes_of_one_tenant_leave_storage_to_the_others(b: Backend) {
     }
 }
 
+/// Whether the server closes `stream` within `within`: a read sees the end.
+async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn silent_connections_are_closed_and_counted(b: Backend) {
+    let s = harness::start_with_settings(
+        b,
+        Settings {
+            max_connections: 8,
+            handshake_timeout: Duration::from_millis(500),
+            ..Settings::default()
+        },
+    )
+    .await;
+    let open = || async { sample(&s.scrape().await, "portcullis_connections_open") };
+    let before = open().await;
+    // Silent sockets up to the limit: each holds a connection until the deadline.
+    let room = 8 - before as usize;
+    let mut silent = Vec::new();
+    for _ in 0..room {
+        silent.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    harness::wait_until("the silent connections open", WAIT, open, |n| *n == 8.0).await;
+    // One more is closed at once.
+    let mut extra = TcpStream::connect(s.addr).await.unwrap();
+    assert!(
+        closed_by_server(&mut extra, Duration::from_secs(5)).await,
+        "a connection beyond the limit was kept"
+    );
+    let scrape = s.scrape().await;
+    assert!(sample(&scrape, "portcullis_connections_refused_total") >= 1.0);
+    // The silent ones are closed after the handshake deadline, and counted.
+    for stream in &mut silent {
+        assert!(
+            closed_by_server(stream, WAIT).await,
+            "a silent connection was kept"
+        );
+    }
+    harness::wait_until(
+        "the silent connections counted",
+        WAIT,
+        || async {
+            sample(
+                &s.scrape().await,
+                "portcullis_connection_handshake_timeouts_total",
+            )
+        },
+        |n| *n == room as f64,
+    )
+    .await;
+    // The server takes and serves connections again.
+    let (ann, ws) = s.viewer_of_shared().await;
+    assert_eq!(check_allowed(&s, s.key(), &ann, &ws).await, Ok(true));
+    assert_eq!(
+        harness::health_of(&s.channel, "").await,
+        ServingStatus::Serving
+    );
+}
+
 both_backends!(
+    silent_connections_are_closed_and_counted,
     one_principal_holding_slow_streams_does_not_starve_others,
     a_principal_beyond_its_share_is_shed_while_others_are_served,
     an_organization_beyond_its_share_is_shed_while_others_are_served,
