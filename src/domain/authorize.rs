@@ -28,7 +28,6 @@ use crate::{
     authz::{
         OrgPermission, OrgRole,
         cache::Id,
-        catalogue::{Catalogue, PermissionSet},
         engine::Scope,
         power::{self, Denied, PlatformPower, Power, Reach},
     },
@@ -336,27 +335,26 @@ pub enum GrantChange {
     Take,
 }
 
-/// Authorizes giving (or taking away) a grant of a role holding
-/// `permissions`, optionally scoped: the caller must hold every one of them
-/// over at least every resource the grant covers. Nothing delegates more
-/// than its caller holds, and nothing takes away what its caller could not
-/// have given.
-#[allow(clippy::too_many_arguments)]
+/// Authorizes giving (or taking away) a grant of `role` (a role id),
+/// optionally scoped: the caller must hold every permission of the role over
+/// at least every resource the grant covers. Nothing delegates more than its
+/// caller holds, and nothing takes away what its caller could not have given.
 pub async fn may_change_grant<C: Reads>(
     conn: &C,
     caller: &Caller,
     ws: &workspace::Model,
     power: &Power,
-    catalogue: &Catalogue,
-    permissions: &PermissionSet,
+    role: &str,
     scope: Option<&Scope>,
     change: GrantChange,
 ) -> Result<()> {
     if power.admin_of_reached_workspaces() {
         return Ok(());
     }
-    let held = access::resolve(conn, catalogue, ws, &caller.principal, Some(power.role)).await?;
-    let Some(p) = held.first_not_covered(permissions, scope) else {
+    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
+    let permissions = access::permissions_of_role(conn, &catalogue, role).await?;
+    let held = access::resolve(conn, &catalogue, ws, &caller.principal, Some(power.role)).await?;
+    let Some(p) = held.first_not_covered(&permissions, scope) else {
         return Ok(());
     };
     let name = catalogue.get(p).map_or("?", |p| p.name.as_str());

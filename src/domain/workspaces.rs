@@ -460,15 +460,12 @@ pub async fn grant_access(
     validate_subject(&tx, caller, &ws.organization_id, &subject).await?;
     let role = resolve_role(&tx, &ws.organization_id, role).await?;
     let scope = validate_scope(&tx, &ws, scope).await?;
-    let catalogue = access::catalogue(tx.conn(), &ws.organization_id).await?;
-    let permissions = access::permissions_of_role(tx.conn(), &catalogue, &role).await?;
     authorize::may_change_grant(
         tx.conn(),
         caller,
         &ws,
         &power,
-        &catalogue,
-        &permissions,
+        &role,
         scope.as_ref(),
         GrantChange::Give,
     )
@@ -545,16 +542,13 @@ pub async fn revoke_access(
                 ws.key
             ))
         })?;
-    let catalogue = access::catalogue(tx.conn(), &ws.organization_id).await?;
-    let permissions = access::permissions_of_role(tx.conn(), &catalogue, &row.role).await?;
     let scope = row.scope.as_deref().map(access::scope_from_json);
     authorize::may_change_grant(
         tx.conn(),
         caller,
         &ws,
         &power,
-        &catalogue,
-        &permissions,
+        &row.role,
         scope.as_ref(),
         GrantChange::Take,
     )

@@ -67,21 +67,23 @@ impl FrontLayer {
     /// A layer with `state`'s limits, metrics, caches and store.
     pub fn new(state: AppState) -> Self {
         let settings = &state.settings;
-        if settings.max_concurrent_per_principal >= settings.max_concurrent_requests {
-            tracing::warn!(
-                max_concurrent_per_principal = settings.max_concurrent_per_principal,
-                max_concurrent_requests = settings.max_concurrent_requests,
-                "--max-concurrent-per-principal is not below --max-concurrent-requests: \
-                 one principal can take every slot"
-            );
-        }
-        if settings.max_concurrent_per_organization >= settings.max_concurrent_requests {
-            tracing::warn!(
-                max_concurrent_per_organization = settings.max_concurrent_per_organization,
-                max_concurrent_requests = settings.max_concurrent_requests,
-                "--max-concurrent-per-organization is not below --max-concurrent-requests: \
-                 one organization can take every slot"
-            );
+        for (flag, share) in [
+            (
+                "--max-concurrent-per-principal",
+                settings.max_concurrent_per_principal,
+            ),
+            (
+                "--max-concurrent-per-organization",
+                settings.max_concurrent_per_organization,
+            ),
+        ] {
+            if share >= settings.max_concurrent_requests {
+                tracing::warn!(
+                    share,
+                    max_concurrent_requests = settings.max_concurrent_requests,
+                    "{flag} is not below --max-concurrent-requests: one tenant can take every slot"
+                );
+            }
         }
         let limits = Arc::new(Limits {
             permits: Semaphore::new(settings.max_concurrent_requests),
