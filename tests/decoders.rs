@@ -38,19 +38,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use harness::{Backend, TestServer, app_scope, req, user};
+use harness::{Backend, TestServer, app_scope, raw::RawCodec, req, user};
 use portcullis::{proto::v1 as pb, seed::Rng};
-use prost::{
-    Message,
-    bytes::{Buf, BufMut},
-};
+use prost::{Message, bytes::BufMut};
 use prost_types::{
     DescriptorProto, FieldDescriptorProto, FileDescriptorSet,
     field_descriptor_proto::{Label, Type},
 };
 use tonic::{
-    Code, Request, Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    Code, Request,
     codegen::http::uri::PathAndQuery,
     metadata::{AsciiMetadataValue, MetadataValue},
     transport::Channel,
@@ -75,48 +71,6 @@ const NOT_SERVED: &[&str] = &["portcullis.v1.NoopService"];
 
 // ---------------------------------------------------------------------------
 // A tonic codec for raw bytes: any body to any method.
-
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct RawBytes;
-
-impl Encoder for RawBytes {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawBytes {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawBytes;
-    type Decoder = RawBytes;
-
-    fn encoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-
-    fn decoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-}
 
 /// How a call ended.
 #[derive(Debug)]

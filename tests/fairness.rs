@@ -279,21 +279,6 @@ async fn one_principal_holding_slow_streams_does_not_starve_others(b: Backend) {
     assert_eq!(check_allowed(&s, &ann_key, &ann, &ws).await, Ok(true));
 }
 
-fn create_team(
-    s: &TestServer,
-    name: &str,
-) -> impl Future<Output = Result<tonic::Response<pb::CreateTeamResponse>, tonic::Status>> + use<> {
-    let mut client = s.identity();
-    let request = req(
-        pb::CreateTeamRequest {
-            organization_id: String::new(),
-            name: name.into(),
-        },
-        s.key(),
-    );
-    async move { client.create_team(request).await }
-}
-
 async fn a_principal_beyond_its_share_is_shed_while_others_are_served(b: Backend) {
     let s = harness::start_with_settings(
         b,
@@ -317,7 +302,7 @@ async fn a_principal_beyond_its_share_is_shed_while_others_are_served(b: Backend
     // and taking A's share waits, so both are counted once both are in flight.
     let block = WriteBlock::hold(&s.db_url).await;
     let writers: Vec<_> = (0..2)
-        .map(|i| tokio::spawn(create_team(&s, &format!("held-{i}"))))
+        .map(|i| tokio::spawn(s.create_team_as(s.key(), &format!("held-{i}"))))
         .collect();
     harness::wait_until(
         "A's writes in flight",
@@ -440,39 +425,12 @@ async fn the_stream_cap_is_advertised_and_enforced(b: Backend) {
     drop(held);
 }
 
-/// A second organization, Globex: its admin Zed, his personal access token
-/// and his default workspace.
+/// Globex, a second tenant: its admin, his personal access token, his
+/// default workspace.
 async fn globex(s: &TestServer) -> (String, String, String) {
-    let zed = s.user("zed").await;
-    let created = s
-        .identity()
-        .create_organization(harness::as_user(
-            s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: pb::Plan::Enterprise as i32,
-            },
-            &zed,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let org = created.organization.unwrap().id;
-    let key = s
-        .identity()
-        .create_personal_access_token(harness::as_user(
-            s,
-            pb::CreatePersonalAccessTokenRequest {
-                organization_id: org,
-                ..Default::default()
-            },
-            &zed,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
-    (zed, key, created.member.unwrap().default_workspace_id)
+    let g = s.globex().await;
+    let key = s.pat_in(&g.id, &g.admin).await;
+    (g.admin, key, g.home)
 }
 
 async fn an_organization_beyond_its_share_is_shed_while_others_are_served(b: Backend) {
@@ -524,17 +482,7 @@ async fn an_organization_beyond_its_share_is_shed_while_others_are_served(b: Bac
     assert_eq!(check_allowed(&s, &second, &ann, &ws).await, Ok(true));
 
     let block = WriteBlock::hold(&s.db_url).await;
-    let write = |key: &str, name: &str| {
-        let mut client = s.identity();
-        let request = req(
-            pb::CreateTeamRequest {
-                organization_id: String::new(),
-                name: name.into(),
-            },
-            key,
-        );
-        tokio::spawn(async move { client.create_team(request).await })
-    };
+    let write = |key: &str, name: &str| tokio::spawn(s.create_team_as(key, name));
     let writers = vec![
         write(s.key(), "held-1"),
         write(s.key(), "held-2"),
@@ -593,7 +541,7 @@ async fn queued_writes_of_one_tenant_leave_storage_to_the_others(b: Backend) {
     // pool has, were each holding a connection while it waits.
     let block = WriteBlock::hold(&s.db_url).await;
     let writers: Vec<_> = (0..40)
-        .map(|i| tokio::spawn(create_team(&s, &format!("queued-{i}"))))
+        .map(|i| tokio::spawn(s.create_team_as(s.key(), &format!("queued-{i}"))))
         .collect();
     harness::wait_until(
         "the writes in flight",

@@ -18,21 +18,6 @@ async fn health(s: &TestServer) -> ServingStatus {
     harness::health_of(&s.channel, "portcullis.v1.CheckService").await
 }
 
-fn create_team(
-    s: &TestServer,
-    name: &str,
-) -> impl Future<Output = Result<tonic::Response<pb::CreateTeamResponse>, tonic::Status>> + use<> {
-    let mut client = s.identity();
-    let request = req(
-        pb::CreateTeamRequest {
-            organization_id: String::new(),
-            name: name.into(),
-        },
-        s.key(),
-    );
-    async move { client.create_team(request).await }
-}
-
 async fn team_names(s: &TestServer) -> Vec<String> {
     s.identity()
         .list_teams(req(pb::ListTeamsRequest::default(), s.key()))
@@ -73,7 +58,7 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once(b: Backend) {
     // Four writes wait for the revision row and hold every slot.
     let block = WriteBlock::hold(&s.db_url).await;
     let writers: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(create_team(&s, &format!("held-{i}"))))
+        .map(|i| tokio::spawn(s.create_team_as(s.key(), &format!("held-{i}"))))
         .collect();
     wait_for_sample(&s, "portcullis_rpc_in_flight", 4.0).await;
 
@@ -141,7 +126,7 @@ async fn a_call_past_the_request_timeout_is_answered_and_changes_nothing(b: Back
     )
     .await;
     let block = WriteBlock::hold(&s.db_url).await;
-    let status = create_team(&s, "late").await.unwrap_err();
+    let status = s.create_team_as(s.key(), "late").await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
         status.message().contains("deadline of 300 ms"),
@@ -149,7 +134,9 @@ async fn a_call_past_the_request_timeout_is_answered_and_changes_nothing(b: Back
     );
     block.release().await;
 
-    create_team(&s, "after").await.expect("the server goes on");
+    s.create_team_as(s.key(), "after")
+        .await
+        .expect("the server goes on");
     let names = team_names(&s).await;
     assert!(names.contains(&"after".to_owned()), "{names:?}");
     assert!(
@@ -176,7 +163,10 @@ async fn oversized_messages_and_batches_are_refused(b: Backend) {
         },
     )
     .await;
-    let status = create_team(&s, &"x".repeat(8192)).await.unwrap_err();
+    let status = s
+        .create_team_as(s.key(), &"x".repeat(8192))
+        .await
+        .unwrap_err();
     // tonic's code for an oversized message.
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(
@@ -357,7 +347,7 @@ async fn hostile_text_gets_a_clear_bounded_answer(b: Backend) {
         async move { client.get_workspace(request).await }
     };
     // NUL is refused for every string field before any storage sees it.
-    let status = create_team(&s, "x\0y").await.unwrap_err();
+    let status = s.create_team_as(s.key(), "x\0y").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert_eq!(
         status.message(),

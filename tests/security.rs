@@ -22,6 +22,18 @@ use portcullis::{
 };
 use tonic::Code;
 
+/// An hour from now.
+fn in_an_hour() -> portcullis::proto::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    portcullis::proto::Timestamp {
+        seconds: i64::try_from(now).unwrap() + 3600,
+        nanos: 0,
+    }
+}
+
 fn tags(pairs: &[(&str, &str)]) -> Vec<pb::Tag> {
     pairs
         .iter()
@@ -91,28 +103,10 @@ async fn service_key(
         .map(|r| r.into_inner().key)
 }
 
-/// A second organization, Globex, whose admin is `zed`: (org id, zed's id,
-/// zed's default workspace).
+/// Globex, a second tenant: (its id, its admin Zed, his default workspace).
 async fn globex(s: &TestServer) -> (String, String, String) {
-    let zed = s.user("zed").await;
-    let created = s
-        .identity()
-        .create_organization(as_user(
-            s,
-            pb::CreateOrganizationRequest {
-                name: "Globex".into(),
-                plan: pb::Plan::Enterprise as i32,
-            },
-            &zed,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    (
-        created.organization.unwrap().id,
-        zed,
-        created.member.unwrap().default_workspace_id,
-    )
+    let g = s.globex().await;
+    (g.id, g.admin, g.home)
 }
 
 // ---------------------------------------------------------------------------
@@ -601,14 +595,7 @@ async fn nothing_delegates_more_than_its_caller_holds(b: Backend) {
     w.grant_access(grant("grant-manager", None)).await.unwrap();
 
     // A key lives no longer than the key that made it.
-    let soon = portcullis::proto::Timestamp {
-        seconds: (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600) as i64,
-        nanos: 0,
-    };
+    let soon = in_an_hour();
     let short = s
         .identity()
         .create_personal_access_token(as_user(
@@ -1272,14 +1259,7 @@ async fn inline_tags_follow_the_registered_tag_rules(b: Backend) {
 async fn viewers_cannot_extend_their_tokens(b: Backend) {
     let s = start(b).await;
     let ann = s.member("ann", pb::OrgRole::OrgUser).await;
-    let soon = portcullis::proto::Timestamp {
-        seconds: (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600) as i64,
-        nanos: 0,
-    };
+    let soon = in_an_hour();
     let made = s
         .identity()
         .create_personal_access_token(as_user(
@@ -1335,14 +1315,7 @@ async fn viewers_cannot_extend_their_tokens(b: Backend) {
 async fn disabled_token_creation_disables_extension_too(b: Backend) {
     let s = start(b).await;
     let ann = s.member("ann", pb::OrgRole::OrgUser).await;
-    let in_an_hour = portcullis::proto::Timestamp {
-        seconds: (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600) as i64,
-        nanos: 0,
-    };
+    let in_an_hour = in_an_hour();
     let made = s
         .identity()
         .create_personal_access_token(as_user(

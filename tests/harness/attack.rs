@@ -49,20 +49,16 @@ use portcullis::{
     store::Store,
 };
 use prost::Message;
-use prost::bytes::{Buf, BufMut};
 use prost_types::{
     DescriptorProto, FieldDescriptorProto, FileDescriptorSet,
     field_descriptor_proto::{Label, Type},
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use super::{Backend, TestDb};
+use super::{Backend, TestDb, raw::RawCodec};
 use tokio::sync::oneshot;
 use tonic::{
-    Code, Request, Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::http::uri::PathAndQuery,
-    metadata::AsciiMetadataValue,
+    Code, Request, codegen::http::uri::PathAndQuery, metadata::AsciiMetadataValue,
     transport::Channel,
 };
 
@@ -83,48 +79,6 @@ const UNGUARDED_TABLES: &[&str] = &["revision", "seaql_migrations"];
 
 // ---------------------------------------------------------------------------
 // Raw calls: any body to any method.
-
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct RawBytes;
-
-impl Encoder for RawBytes {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawBytes {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawBytes;
-    type Decoder = RawBytes;
-
-    fn encoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-
-    fn decoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-}
 
 /// How a call ended.
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod raw;
 
 use portcullis::{
     bootstrap::{self, BootstrapInput, BootstrapOutput},
@@ -311,6 +312,16 @@ pub fn assert_code<T: std::fmt::Debug>(
     }
 }
 
+/// A second organization and its admin.
+#[derive(Clone, Debug)]
+pub struct Globex {
+    pub id: String,
+    /// The admin's user id.
+    pub admin: String,
+    /// The admin's default workspace.
+    pub home: String,
+}
+
 /// A member of the bootstrap organization.
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -590,6 +601,64 @@ impl TestServer {
             .into_inner()
             .organization
             .unwrap()
+    }
+
+    /// A second organization, Globex, created for its admin Zed (a new user).
+    pub async fn globex(&self) -> Globex {
+        let admin = self.user("zed").await;
+        let created = self
+            .identity()
+            .create_organization(as_user(
+                self,
+                pb::CreateOrganizationRequest {
+                    name: "Globex".into(),
+                    plan: pb::Plan::Enterprise as i32,
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        Globex {
+            id: created.organization.unwrap().id,
+            admin,
+            home: created.member.unwrap().default_workspace_id,
+        }
+    }
+
+    /// A personal access token of `user` in organization `org`.
+    pub async fn pat_in(&self, org: &str, user: &str) -> String {
+        self.identity()
+            .create_personal_access_token(as_user(
+                self,
+                pb::CreatePersonalAccessTokenRequest {
+                    organization_id: org.into(),
+                    ..Default::default()
+                },
+                user,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+    }
+
+    /// A CreateTeam call of `key` in its organization, as a future of its
+    /// own (to spawn, or to hold while storage is blocked).
+    pub fn create_team_as(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Response<pb::CreateTeamResponse>, Status>> + use<> {
+        let mut client = self.identity();
+        let request = req(
+            pb::CreateTeamRequest {
+                organization_id: String::new(),
+                name: name.into(),
+            },
+            key,
+        );
+        async move { client.create_team(request).await }
     }
 
     /// The personal organization of `user`.
