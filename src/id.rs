@@ -17,25 +17,12 @@ pub const RULE: &str = "must be an id in canonical form: a lower-case, hyphenate
 /// Parses an id in canonical form; `None` for anything else (which names nothing).
 pub fn parse(s: &str) -> Option<Id> {
     let bytes = s.as_bytes();
-    if bytes.len() != 36 {
+    // At this length uuid's parser takes only the hyphenated form, in either
+    // case; the lower case is the one spelling.
+    if bytes.len() != 36 || bytes.iter().any(u8::is_ascii_uppercase) {
         return None;
     }
-    let mut value: u128 = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if b != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        value = (value << 4) | u128::from(digit);
-    }
-    Some(value)
+    uuid::Uuid::try_parse_ascii(bytes).ok().map(|u| u.as_u128())
 }
 
 /// Answers whether `s` is an id in canonical form.
