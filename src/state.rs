@@ -1,5 +1,5 @@
 //! The shared state of a running server: the store, the caches and the
-//! settings. Cloned into every service; everything in it is cheap to clone.
+//! settings. Cloned into every service and every call: one reference count.
 
 use std::{
     collections::VecDeque,
@@ -17,9 +17,22 @@ use crate::{
     store::Store,
 };
 
-/// What every request handler shares.
+/// What every request handler shares: a handle to [`Shared`], cloned with
+/// one atomic increment (the front layer clones it for every call).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The store, the caches, the settings and the metrics of one server.
+#[derive(Debug)]
+pub struct Shared {
     /// The database.
     pub store: Store,
     /// Resolved sets and catalogues for decisions.
@@ -31,10 +44,10 @@ pub struct AppState {
     /// Counters exported on the metrics port.
     pub metrics: Arc<Metrics>,
     /// The highest revision whose changes this replica has applied.
-    applied_revision: Arc<AtomicU64>,
+    applied_revision: AtomicU64,
     /// Revisions this replica committed and applied itself, whose change
     /// notifications (echoed back by the listener) need not be applied again.
-    own_revisions: Arc<Mutex<VecDeque<u64>>>,
+    own_revisions: Mutex<VecDeque<u64>>,
 }
 
 /// How many of its own recent revisions a replica remembers.
@@ -43,17 +56,19 @@ const OWN_REVISIONS: usize = 1024;
 impl AppState {
     /// Bundles a store and settings, with empty caches.
     pub fn new(store: Store, settings: Settings) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             store,
             decisions: DecisionCache::new(settings.cache),
             keys: KeyCache::new(settings.cache.max_entries, settings.cache.ttl),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
-            applied_revision: Arc::new(AtomicU64::new(0)),
-            own_revisions: Arc::default(),
-        }
+            applied_revision: AtomicU64::new(0),
+            own_revisions: Mutex::default(),
+        }))
     }
+}
 
+impl Shared {
     /// Applies the invalidations of a committed change (local or from another replica).
     pub fn apply_changes(&self, revision: u64, changes: &[Invalidation]) {
         for change in changes {
