@@ -16,7 +16,9 @@ use std::{
 };
 
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
+use hyper::{
+    Method as HttpMethod, Request, Response, StatusCode, body::Bytes, service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use tokio::net::TcpListener;
@@ -96,6 +98,10 @@ pub enum ShedReason {
     /// (`--max-concurrent-per-organization`).
     Organization,
 }
+
+/// A method of the served services, as [`Metrics::method`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Method(usize);
 
 /// The counters of one server.
 pub struct Metrics {
@@ -192,12 +198,24 @@ impl Metrics {
         }
     }
 
-    /// Records a finished RPC of `path` with gRPC status `code`.
-    pub fn record_rpc(&self, path: &str, code: u16, latency: Duration) {
-        let method = self.index.get(path).copied().unwrap_or(0);
+    /// The method a request path names (`/package.Service/Method`); every
+    /// unknown path is one method, `unknown`. No allocation.
+    pub fn method(&self, path: &str) -> Method {
+        Method(self.index.get(path).copied().unwrap_or(0))
+    }
+
+    /// The full name of `method` (`package.Service/Method`), for log spans.
+    pub fn method_name(&self, method: Method) -> &str {
+        self.methods
+            .get(method.0)
+            .map_or(UNKNOWN_METHOD, |m| &m.name)
+    }
+
+    /// Records a finished RPC of `method` with gRPC status `code`.
+    pub fn record_rpc(&self, method: Method, code: u16, latency: Duration) {
         let Some(cell) = self
             .methods
-            .get(method)
+            .get(method.0)
             .and_then(|m| m.codes.get(usize::from(code)))
         else {
             return;
@@ -518,12 +536,12 @@ pub async fn serve(listener: TcpListener, state: AppState) {
 
 fn respond<B>(req: &Request<B>, state: &AppState) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics" | "/") => (
+        (&HttpMethod::GET, "/metrics" | "/") => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(state),
         ),
-        (&Method::GET, _) => (
+        (&HttpMethod::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             "not found: metrics are at /metrics\n".to_owned(),
@@ -566,10 +584,14 @@ mod tests {
     fn latencies_land_in_cumulative_buckets() {
         let m = Metrics::new();
         let path = "/portcullis.v1.CheckService/Check";
-        m.record_rpc(path, 0, Duration::from_micros(300));
-        m.record_rpc(path, 0, Duration::from_millis(3));
-        m.record_rpc(path, 7, Duration::from_secs(30));
-        m.record_rpc("/nope.Service/Nope", 12, Duration::from_micros(50));
+        m.record_rpc(m.method(path), 0, Duration::from_micros(300));
+        m.record_rpc(m.method(path), 0, Duration::from_millis(3));
+        m.record_rpc(m.method(path), 7, Duration::from_secs(30));
+        m.record_rpc(
+            m.method("/nope.Service/Nope"),
+            12,
+            Duration::from_micros(50),
+        );
         let mut out = String::new();
         m.render_rpcs(&mut out);
         let check = "method=\"portcullis.v1.CheckService/Check\"";

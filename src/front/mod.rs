@@ -51,7 +51,7 @@ use tracing::{Instrument, field};
 use self::{body::read_ahead, share::Shares};
 use crate::{
     auth::{Caller, PrincipalId},
-    metrics::{Metrics, ShedReason},
+    metrics::{Method, Metrics, ShedReason},
     state::AppState,
 };
 
@@ -155,7 +155,7 @@ fn classify(path: &str) -> Path {
 /// when the client went away before it finished.
 struct Record<'a> {
     metrics: &'a Metrics,
-    path: &'a str,
+    method: Method,
     started: Instant,
     code: u16,
     counted_in_flight: bool,
@@ -167,7 +167,7 @@ impl Drop for Record<'_> {
             self.metrics.add_in_flight(-1);
         }
         self.metrics
-            .record_rpc(self.path, self.code, self.started.elapsed());
+            .record_rpc(self.method, self.code, self.started.elapsed());
     }
 }
 
@@ -210,12 +210,12 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
         let limits = self.limits.clone();
+        let kind = classify(req.uri().path());
+        let method = state.metrics.method(req.uri().path());
         Box::pin(async move {
-            let path = req.uri().path().to_owned();
-            let kind = classify(&path);
             let mut record = Record {
                 metrics: &state.metrics,
-                path: &path,
+                method,
                 started: Instant::now(),
                 code: 1, // CANCELLED unless a response says otherwise
                 counted_in_flight: false,
@@ -249,12 +249,13 @@ where
 {
     let settings = &state.settings;
     let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(
-        settings.request_body_timeout,
-        read_ahead(body, settings.max_message_bytes),
-    )
-    .await
-    {
+    // A unary message usually arrives with its headers: then no timer is set.
+    let mut read = std::pin::pin!(read_ahead(body, settings.max_message_bytes));
+    let arrived = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(settings.request_body_timeout, read).await,
+    };
+    let body = match arrived {
         Ok(Ok(body)) => body,
         Ok(Err(status)) => return Ok(refuse(record, status)),
         Err(_) => {
@@ -285,9 +286,11 @@ where
 
     let deadline = settings.request_timeout;
 
-    let span = tracing::info_span!(
+    // At `debug`: with the default `info` filter the span is disabled and
+    // costs a level check; its fields are formatted only when it is enabled.
+    let span = tracing::debug_span!(
         "rpc",
-        method = %record.path,
+        method = state.metrics.method_name(record.method),
         principal = field::Empty,
         tenant = field::Empty,
         decision = field::Empty,
@@ -302,14 +305,16 @@ where
                 Err(err) => return Ok(Status::from(err).into_http()),
             };
             let span = tracing::Span::current();
-            match &caller.principal {
-                PrincipalId::User(id) => span.record("principal", format!("user:{id}")),
-                PrincipalId::ServiceAccount(id) => {
-                    span.record("principal", format!("service_account:{id}"))
+            if !span.is_disabled() {
+                match &caller.principal {
+                    PrincipalId::User(id) => span.record("principal", format!("user:{id}")),
+                    PrincipalId::ServiceAccount(id) => {
+                        span.record("principal", format!("service_account:{id}"))
+                    }
+                };
+                if let Some(tenant) = &caller.tenant {
+                    span.record("tenant", tenant.as_str());
                 }
-            };
-            if let Some(tenant) = &caller.tenant {
-                span.record("tenant", tenant.as_str());
             }
             // The key's organization: however many principals a tenant
             // makes, together they take no more than its share.
@@ -351,11 +356,13 @@ where
         };
         let span = tracing::Span::current();
         let code = response.as_ref().ok().map(response_code);
-        if let Some(code) = code {
-            span.record("code", code);
+        if !span.is_disabled() {
+            if let Some(code) = code {
+                span.record("code", code);
+            }
+            span.record("latency_us", started.elapsed().as_micros() as u64);
+            tracing::debug!("rpc finished");
         }
-        span.record("latency_us", started.elapsed().as_micros() as u64);
-        tracing::debug!("rpc finished");
         (response, code)
     }
     .instrument(span)
