@@ -31,13 +31,15 @@ use portcullis::{
     config::parse_duration,
     proto::v1::{
         self as pb, check_service_client::CheckServiceClient,
-        noop_service_client::NoopServiceClient, workspace_service_client::WorkspaceServiceClient,
+        workspace_service_client::WorkspaceServiceClient,
     },
     seed::{self, Rng, SeedSize, Seeded},
     store::Store,
 };
+use prost::Message as _;
 use sea_orm::ConnectionTrait;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
 
 /// Drives a Portcullis server and prints a latency and throughput table.
 #[derive(Parser, Debug)]
@@ -70,8 +72,15 @@ struct Args {
     warmup: Duration,
     /// Scenarios to run, comma separated (`overload`: a server limited to 8
     /// concurrent requests, driven with cache misses at 4x the concurrency).
-    #[arg(long, default_value = "noop,hit,batch,miss,overload,revocation")]
+    #[arg(
+        long,
+        default_value = "ceiling,noop,hit,hit-key,batch,miss,overload,revocation"
+    )]
     scenarios: String,
+    /// Requests in flight for the scenarios measured against the ceiling
+    /// (`ceiling`, `noop`, `hit`, `hit-key`), comma separated.
+    #[arg(long, default_value = "1,16,64")]
+    levels: String,
     /// Trials of the revocation scenario.
     #[arg(long, default_value_t = 200)]
     revocation_trials: usize,
@@ -98,6 +107,18 @@ fn free_port() -> u16 {
         .unwrap_or(50555)
 }
 
+/// The bare tonic server every gRPC figure is compared with.
+fn start_ceiling() -> Server {
+    let exe = std::env::current_exe().expect("own path");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(exe.with_file_name("ceiling"))
+        .args(["--listen", &addr])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start ceiling (build it with `cargo build --release --bins` first)");
+    Server { child, addr }
+}
+
 fn start_server(url: &str, extra: &[&str]) -> Server {
     let exe = std::env::current_exe().expect("own path");
     let bin = exe.with_file_name("portcullis");
@@ -116,7 +137,9 @@ fn start_server(url: &str, extra: &[&str]) -> Server {
             url,
         ])
         .args(extra)
-        .env("PORTCULLIS_LOG", "warn")
+        // The production default filter (`info`): spans and all.
+        .env("PORTCULLIS_LOG", "info")
+        .stderr(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .expect("start portcullis serve (build it with `cargo build --release` first)");
@@ -174,6 +197,8 @@ fn check_req(user: &str, ws: &str) -> pb::CheckRequest {
 /// One scenario's results.
 struct Report {
     name: String,
+    /// The scenario's name without its level.
+    scenario: String,
     requests: u64,
     errors: u64,
     elapsed: Duration,
@@ -182,6 +207,8 @@ struct Report {
     /// Latencies of the refused ones (shed, in the overload scenario).
     error_latencies_us: Vec<u32>,
     checks_per_request: u64,
+    /// Requests in flight.
+    level: usize,
 }
 
 impl Report {
@@ -202,6 +229,17 @@ fn percentile(sorted_us: &[u32], p: f64) -> f64 {
     let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
     f64::from(sorted_us[i]) / 1000.0
 }
+
+/// Whether a Check answered OK and allowed: a hit scenario asks only
+/// about granted pairs, so anything else is a failure.
+fn allowed(message: Option<hyper::body::Bytes>) -> bool {
+    message
+        .and_then(|m| pb::CheckResponse::decode(m).ok())
+        .is_some_and(|r| r.allowed)
+}
+
+/// The name of the ceiling's scenario.
+const CEILING: &str = "ceiling: bare tonic, health Check";
 
 /// How long a worker waits after a failed call before its next one.
 const REFUSED_BACKOFF: Duration = Duration::from_millis(10);
@@ -268,12 +306,14 @@ where
     error_latencies_us.sort_unstable();
     Report {
         name: format!("{name} @{concurrency}"),
+        scenario: name.to_owned(),
         requests,
         errors,
         elapsed: args.duration,
         latencies_us,
         error_latencies_us,
         checks_per_request,
+        level: concurrency,
     }
 }
 
@@ -318,20 +358,64 @@ fn print_table(backend: &str, args: &Args, reports: &[Report]) {
             );
         }
     }
-    let sum = |prefix: &str| -> f64 {
-        reports
-            .iter()
-            .filter(|r| r.name.starts_with(prefix))
-            .map(Report::rps)
-            .sum()
-    };
-    let (noop, hit) = (sum("noop"), sum("check (cache hit)"));
-    if noop > 0.0 && hit > 0.0 {
+    print_shares(reports);
+}
+
+/// The mean requests/s of `scenario`'s runs at `level`, if it ran there.
+fn mean_rps(reports: &[Report], scenario: &str, level: usize) -> Option<f64> {
+    let runs: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.scenario == scenario && r.level == level)
+        .map(Report::rps)
+        .collect();
+    (!runs.is_empty()).then(|| runs.iter().sum::<f64>() / runs.len() as f64)
+}
+
+/// Every scenario measured against the ceiling, as a share of it at the
+/// same level (the means of the alternating runs).
+fn print_shares(reports: &[Report]) {
+    let mut levels: Vec<usize> = reports
+        .iter()
+        .filter(|r| r.scenario == CEILING)
+        .map(|r| r.level)
+        .collect();
+    levels.dedup();
+    if levels.is_empty() {
+        return;
+    }
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in reports {
+        if r.scenario != CEILING
+            && r.checks_per_request <= 1
+            && levels.contains(&r.level)
+            && !scenarios.contains(&r.scenario.as_str())
+        {
+            scenarios.push(&r.scenario);
+        }
+    }
+    println!();
+    println!(
+        "Share of the ceiling (bare tonic health Check) in requests/s, same level, mean of alternating runs:"
+    );
+    print!("| scenario |");
+    for l in &levels {
+        print!(" @{l} |");
+    }
+    println!();
+    println!("|---|{}", "---:|".repeat(levels.len()));
+    for scenario in [CEILING].into_iter().chain(scenarios) {
+        print!("| {scenario} |");
+        for &l in &levels {
+            match (
+                mean_rps(reports, scenario, l),
+                mean_rps(reports, CEILING, l),
+            ) {
+                (Some(rps), _) if scenario == CEILING => print!(" {rps:.0}/s |"),
+                (Some(rps), Some(ceiling)) => print!(" {:.1} % |", 100.0 * rps / ceiling),
+                _ => print!(" – |"),
+            }
+        }
         println!();
-        println!(
-            "Check (cache hit) throughput = {:.1} % of the no-op handler's at the same concurrency (alternating runs, summed)",
-            100.0 * hit / noop
-        );
     }
 }
 
@@ -442,12 +526,14 @@ async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
     lat.sort_unstable();
     Some(Report {
         name: format!("revocation seen on other replica ({} trials)", lat.len()),
+        scenario: "revocation".into(),
         requests: lat.len() as u64,
         errors: 0,
         elapsed: Duration::from_secs(1),
         latencies_us: lat,
         error_latencies_us: Vec::new(),
         checks_per_request: 0,
+        level: 1,
     })
 }
 
@@ -508,54 +594,140 @@ async fn main() {
     drop(store);
 
     let wanted: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
+    let levels: Vec<usize> = args
+        .levels
+        .split(',')
+        .map(|l| {
+            l.trim()
+                .parse()
+                .expect("--levels: numbers separated by commas")
+        })
+        .collect();
     let mut reports = Vec::new();
     {
         let server = start_server(&url, &[]);
-        let chans = channels(&server.addr, args.connections).await;
+        channels(&server.addr, 1).await; // waits until it listens
         let key = Arc::new(seeded.key.clone());
         // A working set that fits the cache: 1000 granted pairs.
         let hot: Arc<Vec<(String, String)>> =
             Arc::new(seeded.granted.iter().take(1000).cloned().collect());
-        // The ceiling and Check alternate (A B A B) so that drift in the
-        // machine's load affects both alike; the ratio uses the sums.
-        for _ in 0..2 {
-            if wanted.contains(&"noop") {
-                let chans = chans.clone();
-                reports.push(
-                    drive("noop", &args, args.concurrency, 0, move |w, _| {
-                        let mut c = NoopServiceClient::new(chans[w % chans.len()].clone());
-                        async move {
-                            c.noop(pb::NoopRequest {
-                                payload: String::new(),
-                            })
-                            .await
-                            .is_ok()
-                        }
-                    })
-                    .await,
-                );
+        let ceiling = wanted.contains(&"ceiling").then(start_ceiling);
+        let ceiling_conns = match &ceiling {
+            Some(c) => {
+                channels(&c.addr, 1).await; // waits until it listens
+                raw::connect(&c.addr, args.connections).await
             }
-            if wanted.contains(&"hit") {
-                let (chans, key, hot) = (chans.clone(), key.clone(), hot.clone());
-                reports.push(
-                    drive(
-                        "check (cache hit)",
-                        &args,
-                        args.concurrency,
-                        1,
-                        move |w, i| {
-                            let mut c = CheckServiceClient::new(chans[w % chans.len()].clone());
-                            let (u, ws) = &hot[(w * 7919 + i as usize) % hot.len()];
-                            let req = authed(check_req(u, ws), &key);
-                            async move { c.check(req).await.is_ok() }
-                        },
-                    )
-                    .await,
-                );
+            None => Vec::new(),
+        };
+        let conns = raw::connect(&server.addr, args.connections).await;
+        let health_call = raw::Call::new(
+            ceiling.as_ref().map_or("ceiling", |c| c.addr.as_str()),
+            "/grpc.health.v1.Health/Check",
+            None,
+        );
+        let health_body = raw::frame(&HealthCheckRequest {
+            service: String::new(),
+        });
+        let noop_call = raw::Call::new(&server.addr, "/portcullis.v1.NoopService/Noop", None);
+        let noop_body = raw::frame(&pb::NoopRequest {
+            payload: String::new(),
+        });
+        let check_call = raw::Call::new(
+            &server.addr,
+            "/portcullis.v1.CheckService/Check",
+            Some(&key),
+        );
+        let hot_users: Arc<Vec<_>> = Arc::new(
+            hot.iter()
+                .map(|(u, ws)| raw::frame(&check_req(u, ws)))
+                .collect(),
+        );
+        let hot_keys: Arc<Vec<_>> = Arc::new(
+            hot.iter()
+                .map(|(_, ws)| {
+                    let mut check = check_req("", ws);
+                    check.principal = Some(pb::CheckPrincipal {
+                        kind: Some(pb::check_principal::Kind::ApiKey(key.to_string())),
+                    });
+                    raw::frame(&check)
+                })
+                .collect(),
+        );
+        // The ceiling, the no-op and Check alternate (A B C A B C) at each
+        // level so that drift in the machine's load affects all alike; the
+        // shares use the means.
+        for &level in &levels {
+            for _ in 0..2 {
+                if ceiling.is_some() {
+                    let (conns, call, body) = (
+                        ceiling_conns.clone(),
+                        health_call.clone(),
+                        health_body.clone(),
+                    );
+                    reports.push(
+                        drive(CEILING, &args, level, 0, move |w, _| {
+                            let (conn, call, body) =
+                                (conns[w % conns.len()].clone(), call.clone(), body.clone());
+                            async move { raw::unary(conn, &call, body).await.is_some() }
+                        })
+                        .await,
+                    );
+                }
+                if wanted.contains(&"noop") {
+                    let (conns, call, body) = (conns.clone(), noop_call.clone(), noop_body.clone());
+                    reports.push(
+                        drive("noop", &args, level, 0, move |w, _| {
+                            let (conn, call, body) =
+                                (conns[w % conns.len()].clone(), call.clone(), body.clone());
+                            async move { raw::unary(conn, &call, body).await.is_some() }
+                        })
+                        .await,
+                    );
+                }
+                for (scenario, bodies) in
+                    [("hit", hot_users.clone()), ("hit-key", hot_keys.clone())]
+                {
+                    if !wanted.contains(&scenario) {
+                        continue;
+                    }
+                    let name = if scenario == "hit" {
+                        "check (cache hit, user)"
+                    } else {
+                        "check (cache hit, api key)"
+                    };
+                    let (conns, call) = (conns.clone(), check_call.clone());
+                    reports.push(
+                        drive(name, &args, level, 1, move |w, i| {
+                            let (conn, call) = (conns[w % conns.len()].clone(), call.clone());
+                            let body = bodies[(w * 7919 + i as usize) % bodies.len()].clone();
+                            async move { allowed(raw::unary(conn, &call, body).await) }
+                        })
+                        .await,
+                    );
+                }
             }
         }
         if wanted.contains(&"batch") {
-            let (chans, key, hot) = (chans.clone(), key.clone(), hot.clone());
+            let call = raw::Call::new(
+                &server.addr,
+                "/portcullis.v1.CheckService/BatchCheck",
+                Some(&key),
+            );
+            // Batches of 100 consecutive hot pairs, encoded before the run.
+            let batches: Arc<Vec<_>> = Arc::new(
+                (0..hot.len())
+                    .map(|start| {
+                        let checks = (0..100)
+                            .map(|j| {
+                                let (u, ws) = &hot[(start + j) % hot.len()];
+                                check_req(u, ws)
+                            })
+                            .collect();
+                        raw::frame(&pb::BatchCheckRequest { checks })
+                    })
+                    .collect(),
+            );
+            let conns = conns.clone();
             reports.push(
                 drive(
                     "batch check (100 hits)",
@@ -563,15 +735,14 @@ async fn main() {
                     args.concurrency,
                     100,
                     move |w, i| {
-                        let mut c = CheckServiceClient::new(chans[w % chans.len()].clone());
-                        let checks = (0..100)
-                            .map(|j| {
-                                let (u, ws) = &hot[(w * 7919 + i as usize * 100 + j) % hot.len()];
-                                check_req(u, ws)
-                            })
-                            .collect();
-                        let req = authed(pb::BatchCheckRequest { checks }, &key);
-                        async move { c.batch_check(req).await.is_ok() }
+                        let (conn, call) = (conns[w % conns.len()].clone(), call.clone());
+                        let body = batches[(w * 7919 + i as usize * 100) % batches.len()].clone();
+                        async move {
+                            raw::unary(conn, &call, body)
+                                .await
+                                .and_then(|m| pb::BatchCheckResponse::decode(m).ok())
+                                .is_some_and(|r| r.results.iter().all(|c| c.allowed))
+                        }
                     },
                 )
                 .await,
@@ -653,4 +824,96 @@ fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+/// A raw HTTP/2 gRPC client: requests encoded once before the run, no
+/// tower stack, no per-call encoding, so the load generator takes as little
+/// of the shared cores as it can and the server's differences show.
+mod raw {
+    use std::sync::Arc;
+
+    use h2::client::SendRequest;
+    use hyper::body::Bytes;
+    use prost::Message;
+    use tonic::codegen::http::{self, HeaderValue};
+
+    /// One connection's handle; clones share the connection.
+    pub type Conn = SendRequest<Bytes>;
+
+    /// Opens `n` connections to `addr`.
+    pub async fn connect(addr: &str, n: usize) -> Vec<Conn> {
+        let mut out = Vec::new();
+        for _ in 0..n.max(1) {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect for the raw client");
+            tcp.set_nodelay(true).expect("nodelay");
+            let (send, connection) = h2::client::Builder::new()
+                .initial_window_size(1 << 20)
+                .initial_connection_window_size(1 << 24)
+                .handshake(tcp)
+                .await
+                .expect("HTTP/2 handshake");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            out.push(send);
+        }
+        out
+    }
+
+    /// A gRPC message in its length-prefixed frame.
+    pub fn frame(message: &impl Message) -> Bytes {
+        let body = message.encode_to_vec();
+        let mut out = Vec::with_capacity(5 + body.len());
+        out.push(0);
+        out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+        out.extend_from_slice(&body);
+        out.into()
+    }
+
+    /// What every call of a scenario sends.
+    pub struct Call {
+        pub uri: http::Uri,
+        pub authorization: Option<HeaderValue>,
+    }
+
+    impl Call {
+        pub fn new(addr: &str, path: &str, key: Option<&str>) -> Arc<Self> {
+            Arc::new(Self {
+                uri: format!("http://{addr}{path}").parse().expect("uri"),
+                authorization: key.map(|k| format!("Bearer {k}").parse().expect("header")),
+            })
+        }
+    }
+
+    /// One unary call; the response message when the status is OK.
+    pub async fn unary(conn: Conn, call: &Call, body: Bytes) -> Option<Bytes> {
+        let mut conn = conn.ready().await.ok()?;
+        let mut request = http::Request::post(call.uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(auth) = &call.authorization {
+            request = request.header("authorization", auth.clone());
+        }
+        let request = request.body(()).ok()?;
+        let (response, mut send) = conn.send_request(request, false).ok()?;
+        send.send_data(body, true).ok()?;
+        let response = response.await.ok()?;
+        let (parts, mut body) = response.into_parts();
+        if let Some(status) = parts.headers.get("grpc-status") {
+            // Trailers-only: an error, or OK with no message.
+            return (status == "0").then(Bytes::new);
+        }
+        let mut message = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.ok()?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            message.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.ok()??;
+        let ok = trailers.get("grpc-status")? == "0";
+        let message = Bytes::from(message);
+        ok.then(|| message.slice(message.len().min(5)..))
+    }
 }
