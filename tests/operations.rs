@@ -388,7 +388,30 @@ async fn hostile_text_gets_a_clear_bounded_answer(b: Backend) {
     assert!(status.message().ends_with('…'));
 }
 
+/// The entry gauges count what the caches hold at the moment of the
+/// scrape, not what their housekeeping last got round to counting.
+async fn cache_entry_gauges_show_what_is_cached_when_scraped(b: Backend) {
+    let s = harness::start(b).await;
+    let (ann, ws) = s.viewer_of_shared().await;
+    // One miss, then three hits of the decision and api-key caches.
+    for _ in 0..4 {
+        assert!(s.allowed(&ann, &ws, "datasets:read", &[]).await);
+    }
+    let scrape = s.scrape().await;
+    assert!(sample(&scrape, "portcullis_cache_hits_total{cache=\"api_key\"}") >= 3.0);
+    assert!(sample(&scrape, "portcullis_cache_hits_total{cache=\"decision\"}") >= 3.0);
+    assert!(
+        sample(&scrape, "portcullis_cache_entries{cache=\"decision\"}") >= 1.0,
+        "{scrape}"
+    );
+    assert!(
+        sample(&scrape, "portcullis_cache_entries{cache=\"api_key\"}") >= 1.0,
+        "{scrape}"
+    );
+}
+
 both_backends!(
+    cache_entry_gauges_show_what_is_cached_when_scraped,
     beyond_the_concurrency_limit_calls_are_shed_at_once,
     a_call_past_the_request_timeout_is_answered_and_changes_nothing,
     oversized_messages_and_batches_are_refused,

@@ -109,8 +109,10 @@ impl KeyCache {
         }
     }
 
-    /// Hit, miss and eviction counts, and how many keys are cached.
+    /// Hit, miss and eviction counts, and how many keys are cached (after
+    /// moka's housekeeping, which is what counts them; on the scrape only).
     pub fn stats(&self) -> CacheStats {
+        self.keys.run_pending_tasks();
         self.counters.stats(self.keys.entry_count())
     }
 

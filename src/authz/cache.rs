@@ -494,8 +494,11 @@ impl DecisionCache {
         }
     }
 
-    /// Hit, miss and eviction counts of the resolved sets, and how many are cached.
+    /// Hit, miss and eviction counts of the resolved sets, and how many are
+    /// cached: moka counts entries in its housekeeping, so that runs first
+    /// (on the scrape, never on the request path).
     pub fn stats(&self) -> CacheStats {
+        self.sets.run_pending_tasks();
         self.counters.stats(self.sets.entry_count())
     }
 }
