@@ -1,20 +1,36 @@
 //! Load generator for the gRPC path.
 //!
 //! Seeds a realistic data set (users, workspaces, teams, grants) into a fresh
-//! database, starts `portcullis serve` as a separate process on loopback, and
-//! drives it with a tonic client at a fixed concurrency for a fixed duration:
+//! database, starts `portcullis serve` as a separate process on loopback
+//! (with the production log filter, `info`), and drives it for a fixed
+//! duration. The throughput scenarios use a raw HTTP/2 client whose requests
+//! are encoded before the run, so the generator takes as little as it can
+//! of the cores it shares with the server.
 //!
-//! * `noop`  — `NoopService/Noop`, the ceiling of a unary tonic handler;
-//! * `hit`   — `Check` on a working set that fits the cache;
+//! * `ceiling` — `grpc.health.v1.Health/Check` on a bare tonic server (the
+//!   `ceiling` binary: no project layer), started beside Portcullis;
+//! * `noop`  — `NoopService/Noop`: every production layer, no work;
+//! * `hit`   — `Check` on a working set that fits the cache, about a user;
+//! * `hit-key` — the same with an API key as the principal;
+//! * `batch` — `BatchCheck` of 100 cache hits;
+//! * `open`  — `Check` hits at fixed offered loads (`--rates`), open loop,
+//!   latency from each call's scheduled start; the ceiling alike;
+//! * `flush` — recovery from a flush of the whole cache under load: a time
+//!   series of throughput and p99 per 100 ms;
 //! * `miss`  — `Check` on random (user, workspace) pairs against a server
 //!   whose cache holds 16 sets, so nearly every call resolves from storage;
-//! * `batch` — `BatchCheck` of 100 cache hits;
+//! * `overload` — a server limited to 8 concurrent requests, driven with
+//!   misses at four times the concurrency;
 //! * `revocation` (PostgreSQL) — two replicas; grant on A, warm B, revoke on
 //!   A, poll B until it denies: the cross-replica revocation latency.
 //!
+//! `ceiling`, `noop`, `hit` and `hit-key` alternate (A B C D A B C D) at
+//! each of `--levels`, and every figure is printed as a share of the
+//! ceiling's at the same level.
+//!
 //! ```text
-//! cargo run --release --bin loadgen -- --concurrency 64 --duration 10s
-//! cargo run --release --bin loadgen -- --postgres postgres://postgres@127.0.0.1:5432
+//! cargo build --release --bins && ./target/release/loadgen
+//! ./target/release/loadgen --postgres postgres://postgres@127.0.0.1:5432
 //! ```
 
 // A benchmark tool: failing loudly is its error handling.
@@ -22,7 +38,10 @@
 
 use std::{
     process::{Child, Command, Stdio},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -31,7 +50,7 @@ use portcullis::{
     config::parse_duration,
     proto::v1::{
         self as pb, check_service_client::CheckServiceClient,
-        workspace_service_client::WorkspaceServiceClient,
+        roles_service_client::RolesServiceClient, workspace_service_client::WorkspaceServiceClient,
     },
     seed::{self, Rng, SeedSize, Seeded},
     store::Store,
@@ -81,6 +100,15 @@ struct Args {
     /// (`ceiling`, `noop`, `hit`, `hit-key`), comma separated.
     #[arg(long, default_value = "1,16,64")]
     levels: String,
+    /// Alternating rounds at each level.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Offered loads of the open-loop scenario (`open`), Checks per second.
+    #[arg(long, default_value = "5000,10000,20000")]
+    rates: String,
+    /// (principal, workspace) pairs the `flush` scenario keeps cached.
+    #[arg(long, default_value_t = 20_000)]
+    working_set: usize,
     /// Trials of the revocation scenario.
     #[arg(long, default_value_t = 200)]
     revocation_trials: usize,
@@ -236,6 +264,216 @@ fn allowed(message: Option<hyper::body::Bytes>) -> bool {
     message
         .and_then(|m| pb::CheckResponse::decode(m).ok())
         .is_some_and(|r| r.allowed)
+}
+
+/// Check on cache hits at a fixed offered load (open loop): calls start on
+/// schedule whether or not earlier ones have finished, and each latency is
+/// taken from the call's scheduled start, so a stall is not hidden by the
+/// load generator waiting (no coordinated omission).
+async fn open_loop(
+    args: &Args,
+    conns: &[raw::Conn],
+    call: &Arc<raw::Call>,
+    bodies: &Arc<Vec<hyper::body::Bytes>>,
+    rate: u32,
+    what: &str,
+    ok: fn(Option<hyper::body::Bytes>) -> bool,
+) -> Report {
+    /// Calls outstanding beyond which the generator counts a call as
+    /// failed instead of starting it: the server is not keeping up.
+    const MAX_OUTSTANDING: usize = 20_000;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    // The schedule runs on a thread of its own, which sleeps with the
+    // operating system's resolution (tokio's timer has 1 ms), and starts
+    // each call as a task on the runtime.
+    let runtime = tokio::runtime::Handle::current();
+    let (conns, call, bodies) = (conns.to_vec(), call.clone(), bodies.clone());
+    let (warmup, total) = (args.warmup, args.warmup + args.duration);
+    let (lat, err, out) = (latencies.clone(), errors.clone(), outstanding.clone());
+    let handles = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let warm_until = started + warmup;
+        let mut handles = Vec::new();
+        let mut issued: u64 = 0;
+        loop {
+            let elapsed = started.elapsed();
+            if elapsed >= total {
+                break;
+            }
+            let due = (elapsed.as_secs_f64() * f64::from(rate)) as u64;
+            while issued < due {
+                let scheduled = started + Duration::from_secs_f64(issued as f64 / f64::from(rate));
+                let measured = scheduled >= warm_until;
+                let conn = conns[issued as usize % conns.len()].clone();
+                let body = bodies[issued as usize % bodies.len()].clone();
+                issued += 1;
+                if out.load(Ordering::Relaxed) >= MAX_OUTSTANDING {
+                    if measured {
+                        err.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                out.fetch_add(1, Ordering::Relaxed);
+                let (call, lat, err, out) = (call.clone(), lat.clone(), err.clone(), out.clone());
+                handles.push(runtime.spawn(async move {
+                    let ok = ok(raw::unary(conn, &call, body).await);
+                    out.fetch_sub(1, Ordering::Relaxed);
+                    if !measured {
+                        return;
+                    }
+                    if ok {
+                        let us = u32::try_from(scheduled.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        lat.lock().unwrap().push(us);
+                    } else {
+                        err.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        handles
+    })
+    .await
+    .expect("schedule thread");
+    for h in handles {
+        let _ = h.await;
+    }
+    let mut latencies_us = std::mem::take(&mut *latencies.lock().unwrap());
+    latencies_us.sort_unstable();
+    Report {
+        name: format!("open loop: {what}, offered {rate}/s"),
+        scenario: format!("open: {what}"),
+        requests: latencies_us.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: args.duration,
+        latencies_us,
+        error_latencies_us: Vec::new(),
+        checks_per_request: 1,
+        level: 0,
+    }
+}
+
+/// Recovery from a full flush: caches `--working-set` (principal,
+/// workspace) pairs, keeps 64 Checks in flight over them, drops every
+/// cached set of the organization (a resource type registration
+/// invalidates the whole organization, which holds the whole data set) and
+/// prints throughput and p99 per 100 ms until load has run for 5 s after it.
+async fn flush_recovery(args: &Args, url: &str, seeded: &Seeded) {
+    const BUCKET: Duration = Duration::from_millis(100);
+    const BEFORE: usize = 10; // buckets before the flush
+    const AFTER: usize = 50;
+    let server = start_server(url, &[]);
+    channels(&server.addr, 1).await;
+    let conns = raw::connect(&server.addr, args.connections).await;
+    let call = raw::Call::new(
+        &server.addr,
+        "/portcullis.v1.CheckService/Check",
+        Some(&seeded.key),
+    );
+    let pairs: Vec<_> = seeded.granted.iter().take(args.working_set).collect();
+    let bodies: Arc<Vec<_>> = Arc::new(
+        pairs
+            .iter()
+            .map(|(u, ws)| raw::frame(&check_req(u, ws)))
+            .collect(),
+    );
+    // Warm: every pair once.
+    let mut warm = tokio::task::JoinSet::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let (conn, call, body) = (conns[i % conns.len()].clone(), call.clone(), body.clone());
+        warm.spawn(async move { raw::unary(conn, &call, body).await });
+        if warm.len() >= 64 {
+            warm.join_next().await;
+        }
+    }
+    while warm.join_next().await.is_some() {}
+
+    let started = Instant::now();
+    let end = started + BUCKET * (BEFORE + AFTER) as u32;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let (conn, call, bodies) = (conns[w % conns.len()].clone(), call.clone(), bodies.clone());
+        workers.spawn(async move {
+            // (finished at, latency) of every call.
+            let mut done = Vec::new();
+            let mut i = w * 7919;
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                let ok = allowed(
+                    raw::unary(conn.clone(), &call, bodies[i % bodies.len()].clone()).await,
+                );
+                i += 1;
+                if ok {
+                    done.push((t0.elapsed(), Instant::now()));
+                }
+            }
+            done
+        });
+    }
+    tokio::time::sleep(BUCKET * BEFORE as u32).await;
+    let flushed_at = Instant::now();
+    let mut admin = RolesServiceClient::new(channels(&server.addr, 1).await.remove(0));
+    admin
+        .register_resource_type(authed(
+            pb::RegisterResourceTypeRequest {
+                organization_id: seeded.organization_id.clone(),
+                resource_type: "bench_flush".into(),
+                actions: vec!["read".into()],
+            },
+            &seeded.key,
+        ))
+        .await
+        .expect("flush: RegisterResourceType");
+    let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); BEFORE + AFTER + 1];
+    while let Some(done) = workers.join_next().await {
+        for (latency, at) in done.expect("worker") {
+            let b = ((at - started).as_micros() / BUCKET.as_micros()) as usize;
+            if let Some(bucket) = buckets.get_mut(b) {
+                bucket.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    let flush_bucket = ((flushed_at - started).as_micros() / BUCKET.as_micros()) as usize;
+    let rate = |b: &Vec<u32>| b.len() as f64 / BUCKET.as_secs_f64();
+    // The first bucket is partly warm-up of the workers; the rest before the flush are the baseline.
+    let baseline =
+        buckets[1..flush_bucket].iter().map(rate).sum::<f64>() / (flush_bucket - 1).max(1) as f64;
+    println!();
+    println!(
+        "flush recovery: {} cached pairs, {} in flight, flush at {} ms; baseline {baseline:.0} checks/s",
+        bodies.len(),
+        args.concurrency,
+        (flushed_at - started).as_millis()
+    );
+    println!("| t ms | checks/s | % of baseline | p99 ms |");
+    println!("|---:|---:|---:|---:|");
+    let mut recovered_at = None;
+    for (b, bucket) in buckets.iter_mut().enumerate().take(BEFORE + AFTER) {
+        bucket.sort_unstable();
+        let r = rate(bucket);
+        let share = 100.0 * r / baseline;
+        println!(
+            "| {} | {r:.0} | {share:.1} | {:.3} |",
+            b * BUCKET.as_millis() as usize,
+            percentile(bucket, 0.99)
+        );
+        if b > flush_bucket && share >= 95.0 && recovered_at.is_none() {
+            recovered_at = Some(b);
+        }
+        if share < 95.0 && b > flush_bucket {
+            recovered_at = None;
+        }
+    }
+    match recovered_at {
+        Some(b) => println!(
+            "back to >= 95 % of the baseline, and staying there, {} ms after the flush",
+            (b * BUCKET.as_millis() as usize)
+                .saturating_sub((flushed_at - started).as_millis() as usize)
+        ),
+        None => println!("not back to >= 95 % of the baseline within the run"),
+    }
 }
 
 /// The name of the ceiling's scenario.
@@ -657,7 +895,7 @@ async fn main() {
         // level so that drift in the machine's load affects all alike; the
         // shares use the means.
         for &level in &levels {
-            for _ in 0..2 {
+            for _ in 0..args.rounds {
                 if ceiling.is_some() {
                     let (conns, call, body) = (
                         ceiling_conns.clone(),
@@ -748,6 +986,41 @@ async fn main() {
                 .await,
             );
         }
+        if wanted.contains(&"open") {
+            for rate in args.rates.split(',') {
+                let rate: u32 = rate.trim().parse().expect("--rates: numbers");
+                if ceiling.is_some() {
+                    let bodies = Arc::new(vec![health_body.clone()]);
+                    reports.push(
+                        open_loop(
+                            &args,
+                            &ceiling_conns,
+                            &health_call,
+                            &bodies,
+                            rate,
+                            "ceiling",
+                            |m| m.is_some(),
+                        )
+                        .await,
+                    );
+                }
+                reports.push(
+                    open_loop(
+                        &args,
+                        &conns,
+                        &check_call,
+                        &hot_users,
+                        rate,
+                        "check (cache hit)",
+                        allowed,
+                    )
+                    .await,
+                );
+            }
+        }
+    }
+    if wanted.contains(&"flush") {
+        flush_recovery(&args, &url, &seeded).await;
     }
     if wanted.contains(&"miss") {
         let server = start_server(&url, &["--cache-capacity", "16"]);
