@@ -6,6 +6,10 @@
 //! * `resolve/cold_sqlite` — loading a resolved set from SQLite (a miss) in a
 //!   data set of 2,000 users, 200 workspaces, 20 teams and 50,000 grants.
 //!
+//! * `rpc/check_cache_hit_in_process` — a whole Check RPC on a cache hit
+//!   through the front layer, tonic's routing, codec and handler, without
+//!   HTTP/2 or a socket; its heap allocations per call are printed first.
+//!
 //! `cargo bench --bench decision`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -223,5 +227,119 @@ fn text_check(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cache_hits, cold_resolution, text_check);
+/// A whole Check RPC on a cache hit, in process: the front layer (metrics,
+/// body read, limits, timeout, span, authentication, shares), tonic's
+/// routing, the codec's check and decoding, the handler, and encoding the
+/// response; everything a call costs but HTTP/2 and the socket. Counts its
+/// heap allocations per call, then times it.
+fn whole_rpc(c: &mut Criterion) {
+    use http_body_util::BodyExt as _;
+    use portcullis::{
+        api::check::CheckApi,
+        front::FrontLayer,
+        proto::v1::{self as pb, check_service_server::CheckServiceServer},
+    };
+    use prost::Message as _;
+    use tonic::{body::Body, codegen::http, service::Routes};
+    use tower::{Layer as _, Service as _};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/rpc.db?mode=rwc", dir.path().display());
+    let (state, seeded) = rt.block_on(async {
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let size = SeedSize {
+            users: 200,
+            workspaces: 20,
+            teams: 5,
+            grants: 2_000,
+        };
+        let seeded = seed::seed(&store, size, 13).await.unwrap();
+        (AppState::new(store, Settings::default()), seeded)
+    });
+    let (user, ws) = seeded.granted[0].clone();
+    let message = pb::CheckRequest {
+        principal: Some(pb::CheckPrincipal {
+            kind: Some(pb::check_principal::Kind::UserId(user)),
+        }),
+        workspace_id: ws,
+        permission: "datasets:read".into(),
+        resource: Some(pb::Resource {
+            r#type: "datasets".into(),
+            id: "d1".into(),
+            tags: vec![pb::Tag {
+                key: "Application".into(),
+                value: "app".into(),
+            }],
+        }),
+        at_least_revision: 0,
+    }
+    .encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&message);
+    let frame = hyper::body::Bytes::from(frame);
+    let authorization = format!("Bearer {}", seeded.key);
+    let service = FrontLayer::new(state.clone()).layer(Routes::new(CheckServiceServer::new(
+        CheckApi::new(state.clone()),
+    )));
+    let request = || {
+        http::Request::post("http://bench/portcullis.v1.CheckService/Check")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", authorization.as_str())
+            .body(Body::new(http_body_util::Full::new(frame.clone())))
+            .unwrap()
+    };
+    let call = |mut service: portcullis::front::Front<Routes>| {
+        let request = request();
+        async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .unwrap();
+            let response = service.call(request).await.unwrap();
+            let body = response.into_body().collect().await.unwrap();
+            let trailers = body.trailers().cloned().unwrap_or_default();
+            let message = body.to_bytes();
+            assert_eq!(
+                trailers.get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"0"[..]),
+                "{trailers:?}"
+            );
+            let answer = pb::CheckResponse::decode(message.slice(5..)).unwrap();
+            assert!(answer.allowed);
+        }
+    };
+    // Warm the key and decision caches, then count.
+    rt.block_on(call(service.clone()));
+    let calls = 10_000u64;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    rt.block_on(async {
+        for _ in 0..calls {
+            call(service.clone()).await;
+        }
+    });
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    // What building the request costs the bench itself (a client's work).
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..calls {
+        black_box(request());
+    }
+    let own = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "whole Check RPC on a cache hit: {:.1} heap allocations per call ({allocations} in {calls}), of which {:.1} build the request and {:.1} are the server's and reading the response",
+        allocations as f64 / calls as f64,
+        own as f64 / calls as f64,
+        (allocations - own) as f64 / calls as f64,
+    );
+    c.bench_function("rpc/check_cache_hit_in_process", |b| {
+        b.to_async(&rt).iter(|| call(service.clone()))
+    });
+}
+
+criterion_group!(benches, cache_hits, cold_resolution, text_check, whole_rpc);
 criterion_main!(benches);

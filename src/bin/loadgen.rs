@@ -672,6 +672,10 @@ async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
         let ws = &seeded.workspaces[rng.below(seeded.workspaces.len())];
         let mut probe = check_req(user, ws);
         probe.permission = "roles:manage".into();
+        probe.resource = Some(pb::Resource {
+            r#type: "roles".into(),
+            ..pb::Resource::default()
+        });
         if check_b
             .check(authed(probe, key))
             .await
@@ -1076,11 +1080,11 @@ async fn main() {
             .await,
         );
     }
-    if wanted.contains(&"revocation")
-        && args.postgres.is_some()
-        && let Some(r) = revocation(&args, &url, &seeded).await
-    {
-        reports.push(r);
+    if wanted.contains(&"revocation") && args.postgres.is_some() {
+        match revocation(&args, &url, &seeded).await {
+            Some(r) => reports.push(r),
+            None => eprintln!("revocation: a call failed; no figure"),
+        }
     }
     print_table(backend, &args, &reports);
     if let Some((admin, name)) = pg_admin {

@@ -27,7 +27,7 @@ use crate::{
     },
     error::{Error, Result},
     state::AppState,
-    store::{identity, keys, workspaces},
+    store::{entity::workspace, identity, keys, workspaces},
 };
 
 /// Who a check is about.
@@ -92,16 +92,45 @@ async fn catalogue_of(state: &AppState, org: u128, org_id: &str) -> Result<Arc<C
     Ok(c)
 }
 
+/// A workspace row read just before a load, with the cache epoch read
+/// before it: the load uses it instead of reading it again while no change
+/// has been applied since (a change bumps the epoch).
+#[derive(Clone)]
+struct KnownWorkspace {
+    epoch: u64,
+    row: workspace::Model,
+}
+
+/// The revision a set loaded now is tagged with: at least as old as what
+/// the load reads. The revision this replica has applied is such a bound
+/// (storage holds every change up to it) and costs no query; storage is
+/// asked only when the caller wants a newer one (`at_least_revision`,
+/// typically a change made through another replica).
+async fn load_revision(state: &AppState, at_least_revision: u64) -> Result<u64> {
+    let applied = state.applied_revision();
+    if at_least_revision <= applied {
+        Ok(applied)
+    } else {
+        Ok(state.store.revision().await?)
+    }
+}
+
 /// Loads the resolved set of a principal in a workspace from storage.
 async fn load_set(
     state: &AppState,
     principal: &PrincipalId,
     workspace_id: &str,
+    at_least_revision: u64,
+    known: Option<KnownWorkspace>,
 ) -> Result<ResolvedSet> {
     let conn = state.store.db();
     // Read first: everything loaded after it is at least this fresh.
-    let revision = state.store.revision().await?;
-    let Some(ws) = identity::workspace(conn, workspace_id).await? else {
+    let revision = load_revision(state, at_least_revision).await?;
+    let ws = match known {
+        Some(known) if known.epoch == state.decisions.epoch() => Some(known.row),
+        _ => identity::workspace(conn, workspace_id).await?,
+    };
+    let Some(ws) = ws else {
         return Ok(ResolvedSet::new(
             revision,
             None,
@@ -165,6 +194,7 @@ async fn resolved_set(
     principal: &PrincipalId,
     workspace_id: &str,
     at_least_revision: u64,
+    known: Option<KnownWorkspace>,
 ) -> Result<Arc<ResolvedSet>> {
     for _ in 0..3 {
         match state
@@ -172,7 +202,13 @@ async fn resolved_set(
             .get_or_load(
                 key,
                 at_least_revision,
-                load_set(state, principal, workspace_id),
+                load_set(
+                    state,
+                    principal,
+                    workspace_id,
+                    at_least_revision,
+                    known.clone(),
+                ),
             )
             .await
         {
@@ -184,7 +220,7 @@ async fn resolved_set(
         }
     }
     // Changes keep racing the load: answer from a fresh, uncached load.
-    let set = Arc::new(load_set(state, principal, workspace_id).await?);
+    let set = Arc::new(load_set(state, principal, workspace_id, at_least_revision, None).await?);
     check_fresh(set, at_least_revision)
 }
 
@@ -210,12 +246,23 @@ async fn authorized_set(
         authorize::check_caller(state, caller, org, workspace_id, principal).await?;
         return Ok(set);
     }
-    let org = identity::workspace(state.store.db(), workspace_id)
+    let epoch = state.decisions.epoch();
+    let row = identity::workspace(state.store.db(), workspace_id)
         .await?
-        .and_then(|ws| parse_id(&ws.organization_id))
+        .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
+    let org = parse_id(&row.organization_id)
         .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
     authorize::check_caller(state, caller, org, workspace_id, principal).await?;
-    let set = resolved_set(state, key, principal, workspace_id, at_least_revision).await?;
+    let known = Some(KnownWorkspace { epoch, row });
+    let set = resolved_set(
+        state,
+        key,
+        principal,
+        workspace_id,
+        at_least_revision,
+        known,
+    )
+    .await?;
     if set.organization != Some(org) {
         // The workspace went away while loading.
         return Err(authorize::unreachable_workspace(workspace_id));
@@ -234,7 +281,7 @@ pub async fn resolved_set_for_authorized_caller(
 ) -> Result<Arc<ResolvedSet>> {
     let key = set_key(principal, workspace_id)
         .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
-    resolved_set(state, key, principal, workspace_id, at_least_revision).await
+    resolved_set(state, key, principal, workspace_id, at_least_revision, None).await
 }
 
 fn check_fresh(set: Arc<ResolvedSet>, at_least_revision: u64) -> Result<Arc<ResolvedSet>> {
