@@ -194,6 +194,45 @@ async fn deleting_a_workspace_removes_it_and_narrows_keys(b: Backend) {
     assert_eq!(me.workspace_id, kept);
 }
 
+/// A deleted workspace is unreachable for every Check, including those
+/// about principals whose sets were never cached while where the workspace
+/// lived was (a miss authorizes the caller on it before loading).
+async fn checks_in_a_deleted_workspace_find_nothing_even_after_caching(b: Backend) {
+    let s = start(b).await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let bob = s.member("bob", pb::OrgRole::OrgUser).await;
+    let doomed = s.workspace("doomed").await;
+    s.grant(
+        &doomed,
+        pb::subject::Kind::UserId(ann.user_id.clone()),
+        "WORKSPACE_VIEWER",
+        None,
+    )
+    .await;
+    // Ann's set and the workspace's place are cached; Bob's set is not.
+    assert!(s.allowed(&ann.user_id, &doomed, "datasets:read", &[]).await);
+    assert!(s.allowed(&ann.user_id, &doomed, "datasets:read", &[]).await);
+    s.workspaces()
+        .delete_workspace(req(
+            pb::DeleteWorkspaceRequest {
+                workspace_id: doomed.clone(),
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap();
+    for who in [&ann.user_id, &bob.user_id] {
+        let after = s
+            .check()
+            .check(req(
+                harness::check_request(who, &doomed, "datasets:read", &[]),
+                s.key(),
+            ))
+            .await;
+        assert_code(after, Code::PermissionDenied, "not reachable");
+    }
+}
+
 async fn editor_cannot_grant_roles_or_update_the_workspace(b: Backend) {
     let s = start(b).await;
     let ed = s.member("ed", pb::OrgRole::OrgUser).await;
@@ -1022,6 +1061,7 @@ both_backends!(
     personal_organization_holds_one_workspace,
     default_workspace_cannot_be_deleted_even_by_owner,
     deleting_a_workspace_removes_it_and_narrows_keys,
+    checks_in_a_deleted_workspace_find_nothing_even_after_caching,
     editor_cannot_grant_roles_or_update_the_workspace,
     grant_requests_are_validated,
     owner_keeps_access_to_their_default_workspace,

@@ -303,6 +303,20 @@ pub type RegisteredTags = Option<Arc<[(String, String)]>>;
 
 type InFlight = Arc<OnceCell<Arc<ResolvedSet>>>;
 
+/// The fewest workspace places cached, whatever the set capacity.
+const WORKSPACE_PLACES: u64 = 10_000;
+
+/// Where a workspace lives: all a miss needs of it, the organization to
+/// authorize the caller on and the ids to load with. It never changes while
+/// the workspace exists; deleting it drops the entry (a workspace
+/// invalidation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspacePlace {
+    pub id: String,
+    pub organization: Id,
+    pub organization_id: String,
+}
+
 /// The resolved sets and catalogues of one replica.
 #[derive(Clone)]
 pub struct DecisionCache {
@@ -310,6 +324,7 @@ pub struct DecisionCache {
     loading: Arc<Mutex<HashMap<SetKey, InFlight>>>,
     catalogues: Cache<Id, Arc<Catalogue>>,
     resources: Cache<ResourceKey, RegisteredTags>,
+    workspaces: Cache<Id, Arc<WorkspacePlace>>,
     epoch: Arc<AtomicU64>,
     counters: CacheCounters,
 }
@@ -347,11 +362,19 @@ impl DecisionCache {
             .time_to_live(config.ttl)
             .support_invalidation_closures()
             .build();
+        // Far fewer workspaces than sets are active, and a place is small:
+        // a cache shrunk to force set misses keeps its workspaces.
+        let workspaces = Cache::builder()
+            .max_capacity(config.max_entries.max(WORKSPACE_PLACES))
+            .time_to_live(config.ttl)
+            .support_invalidation_closures()
+            .build();
         Self {
             sets,
             loading: Arc::new(Mutex::new(HashMap::new())),
             catalogues,
             resources,
+            workspaces,
             epoch: Arc::new(AtomicU64::new(0)),
             counters,
         }
@@ -366,6 +389,20 @@ impl DecisionCache {
                 Some(set)
             }
             _ => None,
+        }
+    }
+
+    /// Where a known workspace lives, if cached.
+    pub fn workspace(&self, id: &Id) -> Option<Arc<WorkspacePlace>> {
+        self.workspaces.get(id)
+    }
+
+    /// Caches where a workspace lives, unless a change was applied since
+    /// `epoch` was read before loading it. Only existing workspaces are
+    /// cached: an unknown id is looked up every time.
+    pub fn put_workspace(&self, id: Id, place: Arc<WorkspacePlace>, epoch: u64) {
+        if self.epoch() == epoch {
+            self.workspaces.insert(id, place);
         }
     }
 
@@ -458,18 +495,24 @@ impl DecisionCache {
                 self.sets.invalidate_all();
                 self.catalogues.invalidate_all();
                 self.resources.invalidate_all();
+                self.workspaces.invalidate_all();
                 Ok(())
             }
             Invalidation::Organization(org) => {
                 let _ = self.catalogues.invalidate_entries_if(move |k, _| *k == org);
+                let _ = self
+                    .workspaces
+                    .invalidate_entries_if(move |_, v| v.organization == org);
                 self.sets
                     .invalidate_entries_if(move |_, v| v.organization == Some(org))
                     .map(drop)
             }
-            Invalidation::Workspace(ws) => self
-                .sets
-                .invalidate_entries_if(move |k, _| k.workspace == ws)
-                .map(drop),
+            Invalidation::Workspace(ws) => {
+                self.workspaces.invalidate(&ws);
+                self.sets
+                    .invalidate_entries_if(move |k, _| k.workspace == ws)
+                    .map(drop)
+            }
             Invalidation::ResourceTags(ws) => self
                 .resources
                 .invalidate_entries_if(move |k, _| k.0 == ws)
@@ -491,6 +534,7 @@ impl DecisionCache {
         if result.is_err() {
             self.sets.invalidate_all();
             self.resources.invalidate_all();
+            self.workspaces.invalidate_all();
         }
     }
 

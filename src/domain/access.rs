@@ -13,11 +13,7 @@ use crate::{
         catalogue::{Catalogue, PermissionSet, SystemRole},
         engine::{Access, EffectiveGrant, Scope, TagCondition},
     },
-    store::{
-        StoreResult,
-        entity::{grant, workspace},
-        roles, workspaces,
-    },
+    store::{StoreResult, entity::grant, roles, workspaces},
 };
 
 /// The catalogue of an organization: built-in types and its own.
@@ -144,20 +140,20 @@ pub async fn permissions_of_role<C: ConnectionTrait>(
     Ok(set)
 }
 
-/// Loads what `principal` holds in `workspace`.
+/// Loads what `principal` holds in a workspace (`(organization id, workspace id)`).
 pub async fn resolve<C: ConnectionTrait>(
     conn: &C,
     catalogue: &Catalogue,
-    ws: &workspace::Model,
+    (organization_id, workspace_id): (&str, &str),
     principal: &PrincipalId,
     org_role: Option<OrgRole>,
 ) -> StoreResult<Access> {
     let grants = match principal {
         PrincipalId::User(id) => {
-            workspaces::grants_reaching_user(conn, &ws.organization_id, &ws.id, id).await?
+            workspaces::grants_reaching_user(conn, organization_id, workspace_id, id).await?
         }
         PrincipalId::ServiceAccount(id) => {
-            workspaces::grants_of_subjects(conn, &ws.id, &[("service_account", id.as_str())])
+            workspaces::grants_of_subjects(conn, workspace_id, &[("service_account", id.as_str())])
                 .await?
         }
     };

@@ -303,7 +303,14 @@ pub async fn workspace_action<C: Reads>(
     let id = catalogue
         .id(permission)
         .ok_or_else(|| Error::FailedPrecondition(format!("unknown permission `{permission}`")))?;
-    let held = access::resolve(conn, &catalogue, &ws, &caller.principal, Some(power.role)).await?;
+    let held = access::resolve(
+        conn,
+        &catalogue,
+        (&ws.organization_id, &ws.id),
+        &caller.principal,
+        Some(power.role),
+    )
+    .await?;
     if held.allows(id, &[]) {
         return Ok((ws, power));
     }
@@ -353,7 +360,14 @@ pub async fn may_change_grant<C: Reads>(
     }
     let catalogue = access::catalogue(conn, &ws.organization_id).await?;
     let permissions = access::permissions_of_role(conn, &catalogue, role).await?;
-    let held = access::resolve(conn, &catalogue, ws, &caller.principal, Some(power.role)).await?;
+    let held = access::resolve(
+        conn,
+        &catalogue,
+        (&ws.organization_id, &ws.id),
+        &caller.principal,
+        Some(power.role),
+    )
+    .await?;
     let Some(p) = held.first_not_covered(&permissions, scope) else {
         return Ok(());
     };

@@ -21,13 +21,15 @@ use crate::{
     auth::{Caller, PrincipalId, caller::resolve_key},
     authz::{
         OrgRole,
-        cache::{LoadError, PrincipalKind, ResolvedSet, SetKey, Verdict, parse_id},
+        cache::{
+            Id, LoadError, PrincipalKind, ResolvedSet, SetKey, Verdict, WorkspacePlace, parse_id,
+        },
         catalogue::Catalogue,
         engine::{Access, EffectiveGrant, Scope},
     },
     error::{Error, Result},
     state::AppState,
-    store::{entity::workspace, identity, keys, workspaces},
+    store::{identity, keys, workspaces},
 };
 
 /// Who a check is about.
@@ -92,13 +94,40 @@ async fn catalogue_of(state: &AppState, org: u128, org_id: &str) -> Result<Arc<C
     Ok(c)
 }
 
-/// A workspace row read just before a load, with the cache epoch read
-/// before it: the load uses it instead of reading it again while no change
-/// has been applied since (a change bumps the epoch).
+/// Where a workspace lives, found just before a load, with the cache epoch
+/// read before it: the load uses it instead of reading it again while no
+/// change has been applied since (a change bumps the epoch).
 #[derive(Clone)]
 struct KnownWorkspace {
     epoch: u64,
-    row: workspace::Model,
+    place: Arc<WorkspacePlace>,
+}
+
+/// Where `workspace_id` lives, from the cache or storage (and then cached);
+/// `None` for a workspace that does not exist or whose stored organization
+/// id does not parse (fails closed).
+async fn workspace_place(
+    state: &AppState,
+    id: Id,
+    workspace_id: &str,
+) -> Result<Option<Arc<WorkspacePlace>>> {
+    if let Some(place) = state.decisions.workspace(&id) {
+        return Ok(Some(place));
+    }
+    let epoch = state.decisions.epoch();
+    let Some(row) = identity::workspace(state.store.db(), workspace_id).await? else {
+        return Ok(None);
+    };
+    let Some(organization) = parse_id(&row.organization_id) else {
+        return Ok(None);
+    };
+    let place = Arc::new(WorkspacePlace {
+        id: row.id,
+        organization,
+        organization_id: row.organization_id,
+    });
+    state.decisions.put_workspace(id, place.clone(), epoch);
+    Ok(Some(place))
 }
 
 /// The revision a set loaded now is tagged with: at least as old as what
@@ -126,11 +155,15 @@ async fn load_set(
     let conn = state.store.db();
     // Read first: everything loaded after it is at least this fresh.
     let revision = load_revision(state, at_least_revision).await?;
-    let ws = match known {
-        Some(known) if known.epoch == state.decisions.epoch() => Some(known.row),
-        _ => identity::workspace(conn, workspace_id).await?,
+    let place = match known {
+        Some(known) if known.epoch == state.decisions.epoch() => Some(known.place),
+        _ => match parse_id(workspace_id) {
+            Some(id) => workspace_place(state, id, workspace_id).await?,
+            None => None,
+        },
     };
-    let Some(ws) = ws else {
+    // Unknown, or stored data that does not parse: no organization, nothing allowed.
+    let Some(ws) = place else {
         return Ok(ResolvedSet::new(
             revision,
             None,
@@ -139,16 +172,7 @@ async fn load_set(
             Arc::new(Catalogue::new([])),
         ));
     };
-    // Stored data that does not parse fails closed: no organization, nothing allowed.
-    let Some(org) = parse_id(&ws.organization_id) else {
-        return Ok(ResolvedSet::new(
-            revision,
-            None,
-            None,
-            Access::default(),
-            Arc::new(Catalogue::new([])),
-        ));
-    };
+    let org = ws.organization;
     let mut platform = false;
     let role = match principal {
         PrincipalId::User(id) => identity::membership(conn, &ws.organization_id, id)
@@ -164,7 +188,14 @@ async fn load_set(
     };
     let catalogue = catalogue_of(state, org, &ws.organization_id).await?;
     let access = if role.is_some() {
-        access::resolve(conn, &catalogue, &ws, principal, role).await?
+        access::resolve(
+            conn,
+            &catalogue,
+            (&ws.organization_id, &ws.id),
+            principal,
+            role,
+        )
+        .await?
     } else {
         Access::default()
     };
@@ -247,13 +278,12 @@ async fn authorized_set(
         return Ok(set);
     }
     let epoch = state.decisions.epoch();
-    let row = identity::workspace(state.store.db(), workspace_id)
+    let place = workspace_place(state, key.workspace, workspace_id)
         .await?
         .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
-    let org = parse_id(&row.organization_id)
-        .ok_or_else(|| authorize::unreachable_workspace(workspace_id))?;
+    let org = place.organization;
     authorize::check_caller(state, caller, org, workspace_id, principal).await?;
-    let known = Some(KnownWorkspace { epoch, row });
+    let known = Some(KnownWorkspace { epoch, place });
     let set = resolved_set(
         state,
         key,
