@@ -196,6 +196,24 @@ pub async fn launch(
         .await
         .unwrap();
     });
+    // On PostgreSQL the change listener drops every cache when it starts
+    // listening (what happened before is unknown): wait for it, so a test
+    // that warms a cache is not undone by a listener that connects late.
+    if backend == Backend::Postgres {
+        let started = std::time::Instant::now();
+        while !state
+            .metrics
+            .render(&state)
+            .lines()
+            .any(|l| l == "portcullis_change_listener_up 1")
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the change listener did not start within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
     // Lazy: a server with TLS is reached through a channel of the test's own.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
