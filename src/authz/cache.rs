@@ -79,6 +79,19 @@ pub enum Verdict {
 }
 
 impl ResolvedSet {
+    /// A set that allows nothing and belongs to no organization: for an
+    /// unknown workspace, stored data that does not parse (fails closed) or
+    /// a principal whose key did not authenticate.
+    pub fn nothing(revision: u64) -> Self {
+        Self::new(
+            revision,
+            None,
+            None,
+            Access::default(),
+            Arc::new(Catalogue::new([])),
+        )
+    }
+
     /// Builds a set and its fast-path unions.
     pub fn new(
         revision: u64,

@@ -28,7 +28,8 @@ use crate::{
     authz::{
         OrgPermission, OrgRole,
         cache::Id,
-        engine::Scope,
+        catalogue::Catalogue,
+        engine::{Access, Scope},
         power::{self, Denied, PlatformPower, Power, Reach},
     },
     config::DeploymentMode,
@@ -303,14 +304,7 @@ pub async fn workspace_action<C: Reads>(
     let id = catalogue
         .id(permission)
         .ok_or_else(|| Error::FailedPrecondition(format!("unknown permission `{permission}`")))?;
-    let held = access::resolve(
-        conn,
-        &catalogue,
-        (&ws.organization_id, &ws.id),
-        &caller.principal,
-        Some(power.role),
-    )
-    .await?;
+    let held = held_in(conn, &catalogue, caller, &ws, &power).await?;
     if held.allows(id, &[]) {
         return Ok((ws, power));
     }
@@ -318,6 +312,25 @@ pub async fn workspace_action<C: Reads>(
         "missing permission `{permission}` in workspace `{}`",
         ws.key
     )))
+}
+
+/// What the caller itself holds in `ws`: its grants and its teams', under
+/// its organization role.
+async fn held_in<C: Reads>(
+    conn: &C,
+    catalogue: &Catalogue,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+) -> Result<Access> {
+    Ok(access::resolve(
+        conn,
+        catalogue,
+        (&ws.organization_id, &ws.id),
+        &caller.principal,
+        Some(power.role),
+    )
+    .await?)
 }
 
 /// Authorizes an organization permission exercised on one workspace (its
@@ -360,14 +373,7 @@ pub async fn may_change_grant<C: Reads>(
     }
     let catalogue = access::catalogue(conn, &ws.organization_id).await?;
     let permissions = access::permissions_of_role(conn, &catalogue, role).await?;
-    let held = access::resolve(
-        conn,
-        &catalogue,
-        (&ws.organization_id, &ws.id),
-        &caller.principal,
-        Some(power.role),
-    )
-    .await?;
+    let held = held_in(conn, &catalogue, caller, ws, power).await?;
     let Some(p) = held.first_not_covered(&permissions, scope) else {
         return Ok(());
     };

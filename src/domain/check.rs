@@ -164,13 +164,7 @@ async fn load_set(
     };
     // Unknown, or stored data that does not parse: no organization, nothing allowed.
     let Some(ws) = place else {
-        return Ok(ResolvedSet::new(
-            revision,
-            None,
-            None,
-            Access::default(),
-            Arc::new(Catalogue::new([])),
-        ));
+        return Ok(ResolvedSet::nothing(revision));
     };
     let org = ws.organization;
     let mut platform = false;
@@ -360,13 +354,7 @@ pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> R
                 }
                 Err(Error::Unauthenticated(reason)) => {
                     return Ok(Subject {
-                        set: Arc::new(ResolvedSet::new(
-                            state.applied_revision(),
-                            None,
-                            None,
-                            Access::default(),
-                            Arc::new(Catalogue::new([])),
-                        )),
+                        set: Arc::new(ResolvedSet::nothing(state.applied_revision())),
                         principal: PrincipalId::User(String::new()),
                         workspace_id: String::new(),
                         outside_key_limits: None,
