@@ -446,36 +446,7 @@ async fn an_organization_beyond_its_share_is_shed_while_others_are_served(b: Bac
     .await;
     let (zed, zed_key, zed_home) = globex(&s).await;
     // A second principal of the bootstrap organization: A1 and A2 are one tenant.
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: "second".into(),
-                role: pb::OrgRole::OrgAdmin as i32,
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
-    let second = s
-        .identity()
-        .create_service_key(req(
-            pb::CreateServiceKeyRequest {
-                service_account_id: sa,
-                scope: pb::ServiceKeyScope::Organization as i32,
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
+    let (_, second) = harness::account_key(&s, "second", pb::OrgRole::OrgAdmin, &[]).await;
     // Keys and decisions cached: nothing below needs storage but the writes.
     assert_eq!(check_allowed(&s, &zed_key, &zed, &zed_home).await, Ok(true));
     let (ann, ws) = s.viewer_of_shared().await;

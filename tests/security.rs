@@ -14,7 +14,10 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Backend, TestServer, as_user, assert_code, check_request, req, start, with};
+use harness::{
+    Backend, TestServer, account_key, as_user, assert_code, check_request, req, service_key, start,
+    with,
+};
 use portcullis::{
     authz::cache::{PrincipalKind, SetKey, parse_id},
     config::DeploymentMode,
@@ -48,59 +51,6 @@ fn user_subject(id: &str) -> Option<pb::Subject> {
     Some(pb::Subject {
         kind: Some(pb::subject::Kind::UserId(id.into())),
     })
-}
-
-/// A service account of the bootstrap organization with `role`, and a key
-/// for it reaching `workspaces` (the whole organization when empty).
-async fn account_key(
-    s: &TestServer,
-    name: &str,
-    role: pb::OrgRole,
-    workspaces: &[&str],
-) -> (String, String) {
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: name.into(),
-                role: role as i32,
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
-    let key = service_key(s, s.key(), &sa, workspaces).await.unwrap();
-    (sa, key)
-}
-
-async fn service_key(
-    s: &TestServer,
-    with_key: &str,
-    sa: &str,
-    workspaces: &[&str],
-) -> Result<String, tonic::Status> {
-    let scope = if workspaces.is_empty() {
-        pb::ServiceKeyScope::Organization
-    } else {
-        pb::ServiceKeyScope::Workspaces
-    };
-    s.identity()
-        .create_service_key(req(
-            pb::CreateServiceKeyRequest {
-                service_account_id: sa.into(),
-                scope: scope as i32,
-                workspace_ids: workspaces.iter().map(|w| (*w).to_owned()).collect(),
-                ..Default::default()
-            },
-            with_key,
-        ))
-        .await
-        .map(|r| r.into_inner().key)
 }
 
 /// Globex, a second tenant: (its id, its admin Zed, his default workspace).

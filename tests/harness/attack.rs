@@ -2745,19 +2745,7 @@ impl Instance {
             .unwrap_or_else(|e| panic!("endpoint: {e}"))
             .connect_lazy();
         if postgres {
-            let started = std::time::Instant::now();
-            while !watched
-                .metrics
-                .render(&watched)
-                .lines()
-                .any(|l| l == "portcullis_change_listener_up 1")
-            {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "a server's change listener did not start within 10 s"
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            super::wait_for_change_listener(&watched).await;
         }
         Self {
             state: watched,

@@ -196,23 +196,8 @@ pub async fn launch(
         .await
         .unwrap();
     });
-    // On PostgreSQL the change listener drops every cache when it starts
-    // listening (what happened before is unknown): wait for it, so a test
-    // that warms a cache is not undone by a listener that connects late.
     if backend == Backend::Postgres {
-        let started = std::time::Instant::now();
-        while !state
-            .metrics
-            .render(&state)
-            .lines()
-            .any(|l| l == "portcullis_change_listener_up 1")
-        {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(10),
-                "the change listener did not start within 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        wait_for_change_listener(&state).await;
     }
     // Lazy: a server with TLS is reached through a channel of the test's own.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -234,6 +219,25 @@ pub async fn launch(
     }
 }
 
+/// Waits until a PostgreSQL server's change listener listens. It drops every
+/// cache when it starts (what happened before is unknown), so a test that
+/// warms a cache first is not undone by a listener that connects late.
+pub async fn wait_for_change_listener(state: &AppState) {
+    let started = std::time::Instant::now();
+    while !state
+        .metrics
+        .render(state)
+        .lines()
+        .any(|l| l == "portcullis_change_listener_up 1")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the change listener did not start within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 impl TestServer {
     /// The body of `GET /metrics`.
     pub async fn scrape(&self) -> String {
@@ -241,6 +245,62 @@ impl TestServer {
         assert_eq!(status, 200, "{body}");
         body
     }
+}
+
+/// A service account of the bootstrap organization with `role`, and a key
+/// of it made by the bootstrap key, limited to `workspaces` (none: the
+/// whole organization).
+pub async fn account_key(
+    s: &TestServer,
+    name: &str,
+    role: pb::OrgRole,
+    workspaces: &[&str],
+) -> (String, String) {
+    let sa = s
+        .identity()
+        .create_service_account(req(
+            pb::CreateServiceAccountRequest {
+                name: name.into(),
+                role: role as i32,
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap()
+        .id;
+    let key = service_key(s, s.key(), &sa, workspaces).await.unwrap();
+    (sa, key)
+}
+
+/// A service key of `sa` made with `with_key`, limited to `workspaces`
+/// (none: the whole organization).
+pub async fn service_key(
+    s: &TestServer,
+    with_key: &str,
+    sa: &str,
+    workspaces: &[&str],
+) -> Result<String, tonic::Status> {
+    let scope = if workspaces.is_empty() {
+        pb::ServiceKeyScope::Organization
+    } else {
+        pb::ServiceKeyScope::Workspaces
+    };
+    s.identity()
+        .create_service_key(req(
+            pb::CreateServiceKeyRequest {
+                service_account_id: sa.into(),
+                scope: scope as i32,
+                workspace_ids: workspaces.iter().map(|w| (*w).to_owned()).collect(),
+                ..Default::default()
+            },
+            with_key,
+        ))
+        .await
+        .map(|r| r.into_inner().key)
 }
 
 /// A plain HTTP/1.1 GET: the status code and the body.
