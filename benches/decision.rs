@@ -262,7 +262,7 @@ fn whole_rpc(c: &mut Criterion) {
         (AppState::new(store, Settings::default()), seeded)
     });
     let (user, ws) = seeded.granted[0].clone();
-    let message = pb::CheckRequest {
+    let frame = portcullis::codec::frame(&pb::CheckRequest {
         principal: Some(pb::CheckPrincipal {
             kind: Some(pb::check_principal::Kind::UserId(user)),
         }),
@@ -277,12 +277,7 @@ fn whole_rpc(c: &mut Criterion) {
             }],
         }),
         at_least_revision: 0,
-    }
-    .encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&message);
-    let frame = hyper::body::Bytes::from(frame);
+    });
     let authorization = format!("Bearer {}", seeded.key);
     let service = FrontLayer::new(state.clone()).layer(Routes::new(CheckServiceServer::new(
         CheckApi::new(state.clone()),

@@ -107,6 +107,18 @@ impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
     }
 }
 
+/// A message in the length-prefixed frame a gRPC client sends (flag 0, not
+/// compressed, then the big-endian length): for the load generator, the
+/// benchmarks and the tests that speak raw HTTP/2.
+pub fn frame(message: &impl Message) -> prost::bytes::Bytes {
+    let len = message.encoded_len();
+    let mut out = Vec::with_capacity(5 + len);
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    message.encode_raw(&mut out);
+    out.into()
+}
+
 /// The path of the first string field of the encoded `M` in `bytes` that
 /// breaks a text rule, and the rule, if any. Only requests (the input types
 /// of the API's methods) are held to the rules: the same codec decodes

@@ -113,15 +113,6 @@ impl RawConnection {
     }
 }
 
-/// A message as gRPC frames it: flag, length, bytes.
-fn grpc_frame(message: &impl Message) -> Bytes {
-    let body = message.encode_to_vec();
-    let mut frame = vec![0];
-    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&body);
-    frame.into()
-}
-
 /// How a raw call ended: its gRPC status and the response message, if any.
 #[derive(Debug)]
 struct Answer {
@@ -380,7 +371,7 @@ async fn the_stream_cap_is_advertised_and_enforced(b: Backend) {
         4.0
     );
     let (ann, ws) = s.viewer_of_shared().await;
-    let message = grpc_frame(&check_request(&ann, &ws, "datasets:read", &[]));
+    let message = portcullis::codec::frame(&check_request(&ann, &ws, "datasets:read", &[]));
 
     let mut conn = RawConnection::open(s.addr).await;
     assert_eq!(conn.max_streams, 4, "the cap is advertised");

@@ -1111,7 +1111,6 @@ mod raw {
 
     use h2::client::SendRequest;
     use hyper::body::Bytes;
-    use prost::Message;
     use tonic::codegen::http::{self, HeaderValue};
 
     /// One connection's handle; clones share the connection.
@@ -1139,15 +1138,7 @@ mod raw {
         out
     }
 
-    /// A gRPC message in its length-prefixed frame.
-    pub fn frame(message: &impl Message) -> Bytes {
-        let body = message.encode_to_vec();
-        let mut out = Vec::with_capacity(5 + body.len());
-        out.push(0);
-        out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
-        out.extend_from_slice(&body);
-        out.into()
-    }
+    pub use portcullis::codec::frame;
 
     /// What every call of a scenario sends.
     pub struct Call {
