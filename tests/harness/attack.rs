@@ -2055,6 +2055,17 @@ impl<'a> Arena<'a> {
         self.final_check().await;
     }
 
+    /// Sends a request of the attack again, to the live server.
+    async fn resend(&self, method: &Method, s: &Sent) -> Outcome {
+        call(
+            &self.live.channel,
+            &method.path,
+            s.built.body.clone(),
+            &s.meta,
+        )
+        .await
+    }
+
     async fn attack(&mut self, method: &Method, index: usize, sent: &mut Vec<Sent>) {
         let a = self.attackers[index].clone();
         let mut canonical: HashMap<usize, Outcome> = HashMap::new();
@@ -2358,13 +2369,7 @@ impl<'a> Arena<'a> {
         let (lenient, plain): (Vec<&Sent>, Vec<&Sent>) = sent.iter().partition(|s| s.lenient);
         self.empty_caches().await;
         for s in &plain {
-            let _ = call(
-                &self.live.channel,
-                &method.path,
-                s.built.body.clone(),
-                &s.meta,
-            )
-            .await;
+            let _ = self.resend(method, s).await;
             self.restore_if_changed().await;
         }
         let plain_poison = v.battery.quick(&self.live.channel).await != v.quick;
@@ -2393,13 +2398,7 @@ impl<'a> Arena<'a> {
                 continue;
             }
             self.empty_caches().await;
-            let outcome = call(
-                &self.live.channel,
-                &method.path,
-                s.built.body.clone(),
-                &s.meta,
-            )
-            .await;
+            let outcome = self.resend(method, s).await;
             self.restore_if_changed().await;
             if self.quick_agrees(&v).await {
                 continue;
@@ -2585,13 +2584,7 @@ impl<'a> Arena<'a> {
         self.empty_caches().await;
         let mut found = false;
         for s in sent {
-            let outcome = call(
-                &self.live.channel,
-                &method.path,
-                s.built.body.clone(),
-                &s.meta,
-            )
-            .await;
+            let outcome = self.resend(method, s).await;
             let after = self.db.snapshot().await;
             let changes = self.baseline.diff(&after);
             if changes.is_empty() {
