@@ -609,6 +609,178 @@ async fn lookup_subjects_finds_admins_grants_and_team_members(b: Backend) {
     assert_eq!(via(&cy.user_id), None, "readers may not update");
 }
 
+/// Misses read in one statement each get their own principal's standing in
+/// their own workspace: rows are never mixed up, a non-member and another
+/// organization's account get none, and a custom role comes with its
+/// permissions.
+async fn misses_read_together_get_their_own_standing(b: Backend) {
+    use portcullis::store::standing::{PrincipalTable, standings};
+    let s = start(b).await;
+    let org = s.boot.organization_id.clone();
+    let ws = s.workspace("shared").await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let bob = s.member("bob", pb::OrgRole::OrgViewer).await;
+    let cy = s.member("cy", pb::OrgRole::OrgUser).await;
+    let globex = s.globex().await;
+    let ops = s.team("ops", &[&ann.user_id]).await;
+    s.grant(&ws, team(&ops), "WORKSPACE_EDITOR", None).await;
+    s.roles()
+        .create_role(req(
+            pb::CreateRoleRequest {
+                name: "prompt-reader".into(),
+                permissions: vec!["prompts:read".into()],
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap();
+    s.grant(&ws, user(&ann.user_id), "prompt-reader", None)
+        .await;
+    s.grant(&ws, user(&bob.user_id), "WORKSPACE_VIEWER", None)
+        .await;
+    let bot = s.service_account("bot").await;
+    s.grant(
+        &ws,
+        pb::subject::Kind::ServiceAccountId(bot.clone()),
+        "WORKSPACE_VIEWER",
+        None,
+    )
+    .await;
+
+    let wanted = |principal: &str, workspace: &str| {
+        (org.clone(), principal.to_owned(), workspace.to_owned())
+    };
+    let users = standings(
+        s.store.db(),
+        PrincipalTable::User,
+        &[
+            wanted(&ann.user_id, &ws),
+            wanted(&globex.admin, &ws),
+            wanted(&bob.user_id, &ws),
+            wanted(&cy.user_id, &ws),
+            wanted(&ann.user_id, &ann.home),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(users.len(), 5, "one answer per miss, padding dropped");
+
+    let ann_here = users[0].as_ref().expect("ann is a member");
+    assert_eq!(ann_here.role, "ORG_USER");
+    let mut roles: Vec<(&str, &str, bool)> = ann_here
+        .grants
+        .iter()
+        .map(|g| {
+            (
+                g.subject_type.as_str(),
+                g.subject_id.as_str(),
+                g.custom_permissions.is_some(),
+            )
+        })
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        vec![
+            ("team", ops.as_str(), false),
+            ("user", ann.user_id.as_str(), true)
+        ],
+        "her team's grant and her own custom-role grant, nobody else's"
+    );
+    let custom = ann_here
+        .grants
+        .iter()
+        .find_map(|g| g.custom_permissions.as_deref())
+        .unwrap();
+    assert!(custom.contains("prompts:read"), "{custom}");
+
+    assert!(
+        users[1].is_none(),
+        "another organization's admin is no member here"
+    );
+    let bob_here = users[2].as_ref().expect("bob is a member");
+    assert_eq!(bob_here.role, "ORG_VIEWER");
+    assert_eq!(bob_here.grants.len(), 1);
+    assert_eq!(bob_here.grants[0].role, "WORKSPACE_VIEWER");
+    assert_eq!(bob_here.grants[0].subject_id, bob.user_id);
+    let cy_here = users[3].as_ref().expect("cy is a member");
+    assert!(
+        cy_here.grants.is_empty(),
+        "a member without grants here holds none"
+    );
+    let ann_home = users[4].as_ref().expect("ann is a member");
+    assert!(
+        ann_home
+            .grants
+            .iter()
+            .all(|g| g.subject_id == ann.user_id && g.role == "WORKSPACE_ADMIN"),
+        "only her grants of her default workspace: {:?}",
+        ann_home.grants
+    );
+    assert!(!ann_home.grants.is_empty());
+
+    let accounts = standings(
+        s.store.db(),
+        PrincipalTable::ServiceAccount,
+        &[
+            wanted(&bot, &ws),
+            (globex.id.clone(), bot.clone(), ws.clone()),
+            wanted(&ann.user_id, &ws),
+        ],
+    )
+    .await
+    .unwrap();
+    let bot_here = accounts[0]
+        .as_ref()
+        .expect("bot is an account of the organization");
+    assert!(!bot_here.platform);
+    assert_eq!(bot_here.grants.len(), 1);
+    assert!(
+        accounts[1].is_none(),
+        "not an account of the other organization"
+    );
+    assert!(accounts[2].is_none(), "a user is no service account");
+}
+
+/// Checks that miss together, answered from shared reads, each answer for
+/// their own principal.
+async fn concurrent_misses_answer_each_principal(b: Backend) {
+    let s = start(b).await;
+    let ws = s.workspace("shared").await;
+    let mut members = Vec::new();
+    for i in 0..16 {
+        let m = s.member(&format!("m{i}"), pb::OrgRole::OrgUser).await;
+        let role = match i % 3 {
+            0 => Some("WORKSPACE_EDITOR"),
+            1 => Some("WORKSPACE_VIEWER"),
+            _ => None,
+        };
+        if let Some(role) = role {
+            s.grant(&ws, user(&m.user_id), role, None).await;
+        }
+        members.push((m.user_id, role));
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (id, role) in &members {
+        for (permission, holds) in [
+            ("prompts:read", role.is_some()),
+            ("prompts:update", *role == Some("WORKSPACE_EDITOR")),
+        ] {
+            let mut client = s.check();
+            let request = req(check_request(id, &ws, permission, &[]), s.key());
+            let id = id.clone();
+            calls.spawn(async move {
+                let allowed = client.check(request).await.unwrap().into_inner().allowed;
+                assert_eq!(allowed, holds, "{id} {permission}");
+            });
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap();
+    }
+}
+
 both_backends!(
     default_deny_and_direct_grants,
     org_admin_may_do_everything_in_every_workspace,
@@ -624,4 +796,6 @@ both_backends!(
     explain_names_the_team_grant_or_the_missing_scope,
     principal_permissions_are_grouped_by_scope,
     lookup_subjects_finds_admins_grants_and_team_members,
+    misses_read_together_get_their_own_standing,
+    concurrent_misses_answer_each_principal,
 );

@@ -13,7 +13,13 @@ use crate::{
         catalogue::{Catalogue, PermissionSet, SystemRole},
         engine::{Access, EffectiveGrant, Scope, TagCondition},
     },
-    store::{StoreResult, entity::grant, roles, workspaces},
+    store::{
+        Store, StoreResult,
+        entity::grant,
+        roles,
+        standing::{HeldGrant, PrincipalTable, Standing},
+        workspaces,
+    },
 };
 
 /// The catalogue of an organization: built-in types and its own.
@@ -110,14 +116,20 @@ pub async fn role_permissions<C: ConnectionTrait>(
     custom.sort();
     custom.dedup();
     for role in roles::roles_by_ids(conn, &custom).await? {
-        let names: Vec<String> = serde_json::from_str(&role.permissions).unwrap_or_default();
-        let mut set = PermissionSet::default();
-        for id in names.iter().filter_map(|n| catalogue.id(n)) {
-            set.insert(id);
-        }
-        sets.insert(role.id, set);
+        sets.insert(role.id, custom_permissions(catalogue, &role.permissions));
     }
     Ok(sets)
+}
+
+/// The permissions a custom role stores (a JSON list of names), as known to
+/// the catalogue; stored data that does not parse grants nothing.
+fn custom_permissions(catalogue: &Catalogue, json: &str) -> PermissionSet {
+    let names: Vec<String> = serde_json::from_str(json).unwrap_or_default();
+    let mut set = PermissionSet::default();
+    for id in names.iter().filter_map(|n| catalogue.id(n)) {
+        set.insert(id);
+    }
+    set
 }
 
 /// The permissions of one role a grant may name: a system role's from the
@@ -130,14 +142,84 @@ pub async fn permissions_of_role<C: ConnectionTrait>(
     if let Some(role) = SystemRole::parse(role_id) {
         return Ok(catalogue.system_role(role));
     }
-    let mut set = PermissionSet::default();
-    for role in roles::roles_by_ids(conn, &[role_id.to_owned()]).await? {
-        let names: Vec<String> = serde_json::from_str(&role.permissions).unwrap_or_default();
-        for id in names.iter().filter_map(|n| catalogue.id(n)) {
-            set.insert(id);
-        }
-    }
-    Ok(set)
+    Ok(roles::roles_by_ids(conn, &[role_id.to_owned()])
+        .await?
+        .first()
+        .map(|role| custom_permissions(catalogue, &role.permissions))
+        .unwrap_or_default())
+}
+
+/// What a principal holds in a workspace, for the check path.
+#[derive(Default)]
+pub struct Held {
+    /// Its organization role; `None` when it is not a member (or an account)
+    /// of the organization, or its stored role does not parse.
+    pub role: Option<OrgRole>,
+    /// It is a platform account.
+    pub platform: bool,
+    /// Its grants there (none without a role: fails closed).
+    pub access: Access,
+}
+
+/// Loads what `principal` holds in a workspace (`(organization id,
+/// workspace id)`) in one round trip (shared with concurrent misses): its standing in the organization and
+/// the grants reaching it there, with their custom roles.
+pub async fn held(
+    store: &Store,
+    catalogue: &Catalogue,
+    (organization_id, workspace_id): (&str, &str),
+    principal: &PrincipalId,
+) -> StoreResult<Held> {
+    let (table, id) = match principal {
+        PrincipalId::User(id) => (PrincipalTable::User, id),
+        PrincipalId::ServiceAccount(id) => (PrincipalTable::ServiceAccount, id),
+    };
+    let standing = store
+        .standing(table, (organization_id, id, workspace_id))
+        .await?;
+    let Some(Standing {
+        role,
+        platform,
+        grants,
+    }) = standing
+    else {
+        return Ok(Held::default());
+    };
+    let Some(role) = OrgRole::from_db(&role) else {
+        return Ok(Held::default());
+    };
+    let grants = grants
+        .into_iter()
+        .filter_map(|g| {
+            let permissions = match SystemRole::parse(&g.role) {
+                Some(system) => catalogue.system_role(system),
+                None => custom_permissions(catalogue, g.custom_permissions.as_deref()?),
+            };
+            let HeldGrant {
+                id,
+                subject_type,
+                subject_id,
+                role,
+                scope,
+                ..
+            } = g;
+            Some(EffectiveGrant {
+                via_team: (subject_type == "team").then_some(subject_id),
+                scope: scope.as_deref().map(scope_from_json),
+                grant_id: id,
+                role,
+                permissions,
+            })
+        })
+        .collect();
+    Ok(Held {
+        role: Some(role),
+        platform,
+        access: Access {
+            org_admin: role == OrgRole::Admin,
+            grants,
+        },
+    })
 }
 
 /// Loads what `principal` holds in a workspace (`(organization id, workspace id)`).

@@ -25,7 +25,7 @@ use crate::{
             Id, LoadError, PrincipalKind, ResolvedSet, SetKey, Verdict, WorkspacePlace, parse_id,
         },
         catalogue::Catalogue,
-        engine::{Access, EffectiveGrant, Scope},
+        engine::{EffectiveGrant, Scope},
     },
     error::{Error, Result},
     state::AppState,
@@ -152,7 +152,6 @@ async fn load_set(
     at_least_revision: u64,
     known: Option<KnownWorkspace>,
 ) -> Result<ResolvedSet> {
-    let conn = state.store.db();
     // Read first: everything loaded after it is at least this fresh.
     let revision = load_revision(state, at_least_revision).await?;
     let place = match known {
@@ -167,34 +166,16 @@ async fn load_set(
         return Ok(ResolvedSet::nothing(revision));
     };
     let org = ws.organization;
-    let mut platform = false;
-    let role = match principal {
-        PrincipalId::User(id) => identity::membership(conn, &ws.organization_id, id)
-            .await?
-            .and_then(|m| OrgRole::from_db(&m.role)),
-        PrincipalId::ServiceAccount(id) => keys::service_account(conn, id)
-            .await?
-            .filter(|s| s.organization_id == ws.organization_id)
-            .and_then(|s| {
-                platform = s.platform;
-                OrgRole::from_db(&s.role)
-            }),
-    };
     let catalogue = catalogue_of(state, org, &ws.organization_id).await?;
-    let access = if role.is_some() {
-        access::resolve(
-            conn,
-            &catalogue,
-            (&ws.organization_id, &ws.id),
-            principal,
-            role,
-        )
-        .await?
-    } else {
-        Access::default()
-    };
-    let mut set = ResolvedSet::new(revision, Some(org), role, access, catalogue);
-    set.platform_principal = platform;
+    let held = access::held(
+        &state.store,
+        &catalogue,
+        (&ws.organization_id, &ws.id),
+        principal,
+    )
+    .await?;
+    let mut set = ResolvedSet::new(revision, Some(org), held.role, held.access, catalogue);
+    set.platform_principal = held.platform;
     Ok(set)
 }
 

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod keys;
 pub mod migration;
 pub mod roles;
+pub mod standing;
 pub mod teams;
 pub mod workspaces;
 
@@ -33,7 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::metrics::StorageErrorKind;
 
 /// What went wrong talking to the database.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached (connection refused, pool timed out).
     #[error("storage unavailable: {0}")]
@@ -99,6 +100,7 @@ pub struct Store {
     db: DatabaseConnection,
     url: String,
     gate: Arc<WriteGate>,
+    standings: Arc<standing::StandingReader>,
 }
 
 /// Connections of the pool: for PostgreSQL, and for SQLite (one writer at a
@@ -261,6 +263,7 @@ impl Store {
             db,
             url: url.to_owned(),
             gate: Arc::new(WriteGate::new(connections)),
+            standings: Arc::default(),
         })
     }
 
@@ -297,6 +300,18 @@ impl Store {
     /// The connection pool, for reads.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// What a principal of `org_id` holds in a workspace (`(organization id,
+    /// principal id, workspace id)`), read in one round trip shared with the
+    /// misses waiting beside it; `None` when it is no member or account of
+    /// the organization.
+    pub async fn standing(
+        &self,
+        table: standing::PrincipalTable,
+        wanted: (&str, &str, &str),
+    ) -> StoreResult<Option<standing::Standing>> {
+        self.standings.read(&self.db, table, wanted).await
     }
 
     /// The URL the store was opened with (it may hold a password: never log it).
