@@ -62,7 +62,11 @@ const READERS: usize = 4;
 /// first part is the principal's standing (no row: no such member or account
 /// in that organization); its second, the grants naming a subject the
 /// principal acts as (itself and, for a user, its teams), each looked up by
-/// the full grant index, with the custom role they name.
+/// the full grant index, with the custom role they name. `CROSS JOIN` keeps
+/// the subjects as the outer loop on SQLite, whose planner otherwise may
+/// scan every grant against an automatic index of the few subjects (seen with
+/// 100,000 grants: 9 ms a miss instead of 20 µs); PostgreSQL plans it as the
+/// inner join it is.
 fn statement_sql(table: PrincipalTable, count: usize) -> String {
     let values: Vec<String> = (0..count)
         .map(|i| {
@@ -96,10 +100,10 @@ fn statement_sql(table: PrincipalTable, count: usize) -> String {
          UNION ALL \
          SELECT s.n, 1, NULL, FALSE, g.id, g.subject_type, g.subject_id, g.role, g.scope, \
                 r.permissions \
-         FROM ({subjects}) s \
-         JOIN grants g ON g.workspace_id = s.ws AND g.subject_type = s.subject_type \
-              AND g.subject_id = s.subject_id \
+         FROM ({subjects}) s CROSS JOIN grants g \
          LEFT JOIN roles r ON r.id = g.role AND r.organization_id = s.org \
+         WHERE g.workspace_id = s.ws AND g.subject_type = s.subject_type \
+              AND g.subject_id = s.subject_id \
          ORDER BY 1, 2, 5",
         values = values.join(", ")
     )
