@@ -18,6 +18,11 @@ use std::net::SocketAddr;
 use clap::Parser;
 use tokio_stream::StreamExt;
 
+/// The allocator `portcullis serve` runs with, so that the comparison is
+/// of the layers, not of the allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves only `grpc.health.v1.Health` on a bare tonic server.
 #[derive(Parser, Debug)]
 #[command(about)]
