@@ -42,9 +42,10 @@
 //!   ([`coherence`]).
 //! * Checks ([`domain::check`]) authorize the caller, then take the resolved
 //!   set of (principal, workspace) from the moka cache ([`authz::cache`]) — a
-//!   hash lookup and a bit test — or load it once from storage;
-//!   [`authz::engine`] evaluates scopes against resource tags only when a
-//!   scoped grant could decide.
+//!   hash lookup and a bit test — or load it once from storage, in one
+//!   statement shared with the misses arriving beside it
+//!   ([`store::standing`]); [`authz::engine`] evaluates scopes against
+//!   resource tags only when a scoped grant could decide.
 //! * Errors: [`store::StoreError`] below, [`error::Error`] above, mapped to
 //!   `tonic::Status` in exactly one place.
 //!
