@@ -186,7 +186,11 @@ pub async fn held(
         return Ok(Held::default());
     };
     let Some(role) = OrgRole::from_db(&role) else {
-        return Ok(Held::default());
+        // Nothing allowed, but a platform account stays one (and stays hidden).
+        return Ok(Held {
+            platform,
+            ..Held::default()
+        });
     };
     let grants = grants
         .into_iter()

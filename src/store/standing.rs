@@ -103,7 +103,7 @@ fn statement_sql(table: PrincipalTable, count: usize) -> String {
          FROM ({subjects}) s CROSS JOIN grants g \
          LEFT JOIN roles r ON r.id = g.role AND r.organization_id = s.org \
          WHERE g.workspace_id = s.ws AND g.subject_type = s.subject_type \
-              AND g.subject_id = s.subject_id \
+              AND g.subject_id = s.subject_id AND g.organization_id = s.org \
          ORDER BY 1, 2, 5",
         values = values.join(", ")
     )
@@ -124,15 +124,22 @@ pub async fn standings<C: ConnectionTrait>(
     let shape = wanted.len().next_power_of_two();
     let mut values: Vec<Value> = Vec::with_capacity(shape * 4);
     for i in 0..shape {
-        let (org, principal, ws) = wanted.get(i).map_or(("", "", ""), |(o, p, w)| {
-            (o.as_str(), p.as_str(), w.as_str())
-        });
-        values.extend([
-            Value::from(i as i64),
-            org.into(),
-            principal.into(),
-            ws.into(),
-        ]);
+        values.push(Value::from(i as i64));
+        match wanted.get(i) {
+            Some((org, principal, ws)) => {
+                values.extend([
+                    org.as_str().into(),
+                    principal.as_str().into(),
+                    ws.as_str().into(),
+                ]);
+            }
+            // Padding: NULL equals nothing, so these rows match no row of any table.
+            None => values.extend([
+                Value::String(None),
+                Value::String(None),
+                Value::String(None),
+            ]),
+        }
     }
     let statement = Statement::from_sql_and_values(
         conn.get_database_backend(),
@@ -214,6 +221,8 @@ impl Batcher {
                     let reader = reader.map_err(|_| StoreError::Internal("standing readers closed".into()))?;
                     let batch: Vec<Miss> = {
                         let mut waiting = self.lock();
+                        // Misses whose caller went away are dropped unread.
+                        waiting.retain(|m| !m.reply.is_closed());
                         let n = waiting.len().min(MAX_BATCH);
                         waiting.drain(..n).collect()
                     };
