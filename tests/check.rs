@@ -812,6 +812,52 @@ async fn concurrent_misses_answer_each_principal(b: Backend) {
     .expect("every miss is answered");
 }
 
+/// A grant naming a custom role of another organization (stored data no
+/// RPC writes: grants resolve roles in their own organization) grants
+/// nothing, on the check path and on the paths that list holders.
+async fn a_grant_naming_another_organizations_role_grants_nothing(b: Backend) {
+    use sea_orm::ConnectionTrait;
+    let s = start(b).await;
+    let ws = s.workspace("shared").await;
+    let cy = s.member("cy", pb::OrgRole::OrgUser).await;
+    let globex = s.globex().await;
+    let role = uuid::Uuid::now_v7().to_string();
+    let grant = uuid::Uuid::now_v7().to_string();
+    let org = &s.boot.organization_id;
+    s.store
+        .db()
+        .execute_unprepared(&format!(
+            "INSERT INTO roles (id, organization_id, name, description, permissions, created_at, updated_at) \
+             VALUES ('{role}', '{}', 'foreign', '', '[\"prompts:read\"]', 0, 0); \
+             INSERT INTO grants (id, organization_id, workspace_id, subject_type, subject_id, role, scope, created_at) \
+             VALUES ('{grant}', '{org}', '{ws}', 'user', '{}', '{role}', NULL, 0)",
+            globex.id, cy.user_id
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !s.allowed(&cy.user_id, &ws, "prompts:read", &[]).await,
+        "another organization's role gives nothing here"
+    );
+    let holders = s
+        .check()
+        .lookup_subjects(req(
+            pb::LookupSubjectsRequest {
+                workspace_id: ws.clone(),
+                permission: "prompts:read".into(),
+                ..Default::default()
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !format!("{holders:?}").contains(&cy.user_id),
+        "nor does it make a holder: {holders:?}"
+    );
+}
+
 both_backends!(
     default_deny_and_direct_grants,
     org_admin_may_do_everything_in_every_workspace,
@@ -829,4 +875,5 @@ both_backends!(
     lookup_subjects_finds_admins_grants_and_team_members,
     misses_read_together_get_their_own_standing,
     concurrent_misses_answer_each_principal,
+    a_grant_naming_another_organizations_role_grants_nothing,
 );

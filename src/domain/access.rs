@@ -93,11 +93,13 @@ pub fn scope_from_json(json: &str) -> Scope {
     }
 }
 
-/// The permission sets of the roles grants name: system roles from the
-/// catalogue, custom roles from storage.
+/// The permission sets of the roles grants of organization `org_id` name:
+/// system roles from the catalogue, custom roles of that organization from
+/// storage (a role of another organization grants nothing).
 pub async fn role_permissions<C: ConnectionTrait>(
     conn: &C,
     catalogue: &Catalogue,
+    org_id: &str,
     grants: &[grant::Model],
 ) -> StoreResult<HashMap<String, PermissionSet>> {
     let mut sets = HashMap::new();
@@ -115,7 +117,7 @@ pub async fn role_permissions<C: ConnectionTrait>(
     }
     custom.sort();
     custom.dedup();
-    for role in roles::roles_by_ids(conn, &custom).await? {
+    for role in roles::roles_by_ids(conn, org_id, &custom).await? {
         sets.insert(role.id, custom_permissions(catalogue, &role.permissions));
     }
     Ok(sets)
@@ -132,17 +134,19 @@ fn custom_permissions(catalogue: &Catalogue, json: &str) -> PermissionSet {
     set
 }
 
-/// The permissions of one role a grant may name: a system role's from the
-/// catalogue, a custom role's from storage (none if it does not exist).
+/// The permissions of one role a grant in organization `org_id` may name: a
+/// system role's from the catalogue, a custom role's of that organization
+/// from storage (none if it does not exist there).
 pub async fn permissions_of_role<C: ConnectionTrait>(
     conn: &C,
     catalogue: &Catalogue,
+    org_id: &str,
     role_id: &str,
 ) -> StoreResult<PermissionSet> {
     if let Some(role) = SystemRole::parse(role_id) {
         return Ok(catalogue.system_role(role));
     }
-    Ok(roles::roles_by_ids(conn, &[role_id.to_owned()])
+    Ok(roles::roles_by_ids(conn, org_id, &[role_id.to_owned()])
         .await?
         .first()
         .map(|role| custom_permissions(catalogue, &role.permissions))
@@ -243,7 +247,7 @@ pub async fn resolve<C: ConnectionTrait>(
                 .await?
         }
     };
-    let sets = role_permissions(conn, catalogue, &grants).await?;
+    let sets = role_permissions(conn, catalogue, organization_id, &grants).await?;
     let grants = grants
         .into_iter()
         .filter_map(|g| {

@@ -372,7 +372,8 @@ pub async fn may_change_grant<C: Reads>(
         return Ok(());
     }
     let catalogue = access::catalogue(conn, &ws.organization_id).await?;
-    let permissions = access::permissions_of_role(conn, &catalogue, role).await?;
+    let permissions =
+        access::permissions_of_role(conn, &catalogue, &ws.organization_id, role).await?;
     let held = held_in(conn, &catalogue, caller, ws, power).await?;
     let Some(p) = held.first_not_covered(&permissions, scope) else {
         return Ok(());

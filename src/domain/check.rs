@@ -695,7 +695,7 @@ pub async fn lookup_subjects(
     }
     let hidden = authorize::hidden_accounts(conn, caller).await?;
     let grants = workspaces::all_grants(conn, &ws.id).await?;
-    let sets = role_permissions(conn, &catalogue, &grants).await?;
+    let sets = role_permissions(conn, &catalogue, &ws.organization_id, &grants).await?;
     for g in grants {
         if g.subject_type == "service_account" && hidden.contains(&g.subject_id) {
             continue;

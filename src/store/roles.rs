@@ -77,12 +77,14 @@ pub async fn roles<C: ConnectionTrait>(
 /// Custom roles with these ids.
 pub async fn roles_by_ids<C: ConnectionTrait>(
     conn: &C,
+    org_id: &str,
     ids: &[String],
 ) -> StoreResult<Vec<role::Model>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     Ok(role::Entity::find()
+        .filter(role::Column::OrganizationId.eq(org_id))
         .filter(role::Column::Id.is_in(ids.iter().cloned()))
         .all(conn)
         .await?)
