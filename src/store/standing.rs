@@ -3,7 +3,7 @@
 //! A miss is one statement: the principal's standing in the organization
 //! (membership or service account), the grants reaching it in the workspace
 //! (its own and, for a user, its teams') and the custom roles they name.
-//! Misses that arrive together share that statement: a few readers each take
+//! Misses that arrive together share that statement: four readers each take
 //! every miss waiting (up to [`MAX_BATCH`]) and answer them in one round
 //! trip, so a refill after a flush costs one round trip per batch rather
 //! than per set. A miss that finds a reader free is read at once, alone.
@@ -53,8 +53,9 @@ pub type Wanted = (String, String, String);
 /// Most misses read by one statement.
 pub const MAX_BATCH: usize = 64;
 
-/// Statements read at once per kind of principal; misses beyond them wait
-/// and join the next batch.
+/// Statements read at once, for both kinds of principal together; misses
+/// beyond them wait and join the next batch. Half of SQLite's pool (8
+/// connections) at most, so writes and other reads keep connections.
 const READERS: usize = 4;
 
 /// The statement reading `count` standings of `table`'s principals: one
@@ -201,11 +202,11 @@ impl std::fmt::Debug for Miss {
 }
 
 impl Batcher {
-    fn new(table: PrincipalTable) -> Self {
+    fn new(table: PrincipalTable, readers: Arc<Semaphore>) -> Self {
         Self {
             table,
             waiting: Mutex::default(),
-            readers: Arc::new(Semaphore::new(READERS)),
+            readers,
         }
     }
 
@@ -270,7 +271,8 @@ fn answered(
     answer.unwrap_or_else(|_| Err(StoreError::Internal("standing read abandoned".into())))
 }
 
-/// The batching readers of standings, one per kind of principal.
+/// The batching readers of standings: a queue per kind of principal, and
+/// [`READERS`] statements at once between them.
 #[derive(Debug)]
 pub struct StandingReader {
     users: Batcher,
@@ -279,9 +281,10 @@ pub struct StandingReader {
 
 impl Default for StandingReader {
     fn default() -> Self {
+        let readers = Arc::new(Semaphore::new(READERS));
         Self {
-            users: Batcher::new(PrincipalTable::User),
-            service_accounts: Batcher::new(PrincipalTable::ServiceAccount),
+            users: Batcher::new(PrincipalTable::User, readers.clone()),
+            service_accounts: Batcher::new(PrincipalTable::ServiceAccount, readers),
         }
     }
 }
