@@ -17,7 +17,7 @@ use crate::{
         Store, StoreResult,
         entity::grant,
         roles,
-        standing::{HeldGrant, PrincipalTable, Standing},
+        standing::{HeldGrant, PrincipalTable, Standing, standings},
         workspaces,
     },
 };
@@ -165,38 +165,18 @@ pub struct Held {
     pub access: Access,
 }
 
-/// Loads what `principal` holds in a workspace (`(organization id,
-/// workspace id)`) in one round trip (shared with concurrent misses): its standing in the organization and
-/// the grants reaching it there, with their custom roles.
-pub async fn held(
-    store: &Store,
-    catalogue: &Catalogue,
-    (organization_id, workspace_id): (&str, &str),
-    principal: &PrincipalId,
-) -> StoreResult<Held> {
-    let (table, id) = match principal {
+/// Where a principal's standing is read, and its id.
+fn principal_table(principal: &PrincipalId) -> (PrincipalTable, &str) {
+    match principal {
         PrincipalId::User(id) => (PrincipalTable::User, id),
         PrincipalId::ServiceAccount(id) => (PrincipalTable::ServiceAccount, id),
-    };
-    let standing = store
-        .standing(table, (organization_id, id, workspace_id))
-        .await?;
-    let Some(Standing {
-        role,
-        platform,
-        grants,
-    }) = standing
-    else {
-        return Ok(Held::default());
-    };
-    let Some(role) = OrgRole::from_db(&role) else {
-        // Nothing allowed, but a platform account stays one (and stays hidden).
-        return Ok(Held {
-            platform,
-            ..Held::default()
-        });
-    };
-    let grants = grants
+    }
+}
+
+/// The grants of a standing as the engine evaluates them; a grant naming a
+/// custom role that does not exist in the organization grants nothing.
+fn effective_grants(catalogue: &Catalogue, grants: Vec<HeldGrant>) -> Vec<EffectiveGrant> {
+    grants
         .into_iter()
         .filter_map(|g| {
             let permissions = match SystemRole::parse(&g.role) {
@@ -219,18 +199,53 @@ pub async fn held(
                 permissions,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Loads what `principal` holds in a workspace (`(organization id,
+/// workspace id)`) in one round trip, shared with concurrent misses: its
+/// standing in the organization and the grants reaching it there, with
+/// their custom roles.
+pub async fn held(
+    store: &Store,
+    catalogue: &Catalogue,
+    (organization_id, workspace_id): (&str, &str),
+    principal: &PrincipalId,
+) -> StoreResult<Held> {
+    let (table, id) = principal_table(principal);
+    let standing = store
+        .standing(table, (organization_id, id, workspace_id))
+        .await?;
+    let Some(Standing {
+        role,
+        platform,
+        grants,
+    }) = standing
+    else {
+        return Ok(Held::default());
+    };
+    let Some(role) = OrgRole::from_db(&role) else {
+        // Nothing allowed, but a platform account stays one (and stays hidden).
+        return Ok(Held {
+            platform,
+            ..Held::default()
+        });
+    };
     Ok(Held {
         role: Some(role),
         platform,
         access: Access {
             org_admin: role == OrgRole::Admin,
-            grants,
+            grants: effective_grants(catalogue, grants),
         },
     })
 }
 
-/// Loads what `principal` holds in a workspace (`(organization id, workspace id)`).
+/// Loads what `principal` holds in a workspace (`(organization id,
+/// workspace id)`) through `conn` (a change's transaction, say), under
+/// `org_role`, the organization role its caller acts with: the same
+/// statement as a miss, alone. A principal that is no member or account of
+/// the organization holds nothing.
 pub async fn resolve<C: ConnectionTrait>(
     conn: &C,
     catalogue: &Catalogue,
@@ -238,29 +253,18 @@ pub async fn resolve<C: ConnectionTrait>(
     principal: &PrincipalId,
     org_role: Option<OrgRole>,
 ) -> StoreResult<Access> {
-    let grants = match principal {
-        PrincipalId::User(id) => {
-            workspaces::grants_reaching_user(conn, organization_id, workspace_id, id).await?
-        }
-        PrincipalId::ServiceAccount(id) => {
-            workspaces::grants_of_subjects(conn, workspace_id, &[("service_account", id.as_str())])
-                .await?
-        }
-    };
-    let sets = role_permissions(conn, catalogue, organization_id, &grants).await?;
-    let grants = grants
-        .into_iter()
-        .filter_map(|g| {
-            let permissions = sets.get(&g.role)?.clone();
-            Some(EffectiveGrant {
-                via_team: (g.subject_type == "team").then(|| g.subject_id.clone()),
-                scope: g.scope.as_deref().map(scope_from_json),
-                grant_id: g.id,
-                role: g.role,
-                permissions,
-            })
-        })
-        .collect();
+    let (table, id) = principal_table(principal);
+    let wanted = (
+        organization_id.to_owned(),
+        id.to_owned(),
+        workspace_id.to_owned(),
+    );
+    let grants = standings(conn, table, &[wanted])
+        .await?
+        .pop()
+        .flatten()
+        .map(|standing| effective_grants(catalogue, standing.grants))
+        .unwrap_or_default();
     Ok(Access {
         org_admin: org_role == Some(OrgRole::Admin),
         grants,

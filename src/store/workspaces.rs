@@ -379,37 +379,3 @@ pub async fn all_grants<C: ConnectionTrait>(
         .all(conn)
         .await?)
 }
-
-/// Grants in a workspace that reach a user — their own and those of the
-/// teams they are in — in one query.
-pub async fn grants_reaching_user<C: ConnectionTrait>(
-    conn: &C,
-    org_id: &str,
-    workspace_id: &str,
-    user_id: &str,
-) -> StoreResult<Vec<grant::Model>> {
-    let teams = sea_orm::sea_query::Query::select()
-        .column(team_member::Column::TeamId)
-        .from(team_member::Entity)
-        .and_where(team_member::Column::UserId.eq(user_id))
-        .and_where(team_member::Column::OrganizationId.eq(org_id))
-        .to_owned();
-    Ok(grant::Entity::find()
-        .filter(grant::Column::WorkspaceId.eq(workspace_id))
-        .filter(
-            Condition::any()
-                .add(
-                    Condition::all()
-                        .add(grant::Column::SubjectType.eq("user"))
-                        .add(grant::Column::SubjectId.eq(user_id)),
-                )
-                .add(
-                    Condition::all()
-                        .add(grant::Column::SubjectType.eq("team"))
-                        .add(grant::Column::SubjectId.in_subquery(teams)),
-                ),
-        )
-        .order_by_asc(grant::Column::Id)
-        .all(conn)
-        .await?)
-}
