@@ -159,15 +159,7 @@ async fn deleting_a_workspace_removes_it_and_narrows_keys(b: Backend) {
         .unwrap()
         .into_inner()
         .key;
-    s.workspaces()
-        .delete_workspace(req(
-            pb::DeleteWorkspaceRequest {
-                workspace_id: doomed.clone(),
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap();
+    s.delete_workspace(&doomed).await;
     let get = s
         .workspaces()
         .get_workspace(req(
@@ -212,15 +204,7 @@ async fn checks_in_a_deleted_workspace_find_nothing_even_after_caching(b: Backen
     // Ann's set and the workspace's place are cached; Bob's set is not.
     assert!(s.allowed(&ann.user_id, &doomed, "datasets:read", &[]).await);
     assert!(s.allowed(&ann.user_id, &doomed, "datasets:read", &[]).await);
-    s.workspaces()
-        .delete_workspace(req(
-            pb::DeleteWorkspaceRequest {
-                workspace_id: doomed.clone(),
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap();
+    s.delete_workspace(&doomed).await;
     for who in [&ann.user_id, &bob.user_id] {
         let after = s
             .check()

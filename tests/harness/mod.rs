@@ -256,22 +256,7 @@ pub async fn account_key(
     role: pb::OrgRole,
     workspaces: &[&str],
 ) -> (String, String) {
-    let sa = s
-        .identity()
-        .create_service_account(req(
-            pb::CreateServiceAccountRequest {
-                name: name.into(),
-                role: role as i32,
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap()
-        .id;
+    let sa = s.service_account_with_role(name, role).await;
     let key = service_key(s, s.key(), &sa, workspaces).await.unwrap();
     (sa, key)
 }
@@ -756,10 +741,18 @@ impl TestServer {
 
     /// A service account of the bootstrap organization (role ORG_VIEWER).
     pub async fn service_account(&self, name: &str) -> String {
+        self.service_account_with_role(name, pb::OrgRole::Unspecified)
+            .await
+    }
+
+    /// A service account of the bootstrap organization with `role`
+    /// (unspecified: the default, ORG_VIEWER).
+    pub async fn service_account_with_role(&self, name: &str, role: pb::OrgRole) -> String {
         self.identity()
             .create_service_account(req(
                 pb::CreateServiceAccountRequest {
                     name: name.into(),
+                    role: role as i32,
                     ..Default::default()
                 },
                 self.key(),
@@ -770,6 +763,19 @@ impl TestServer {
             .service_account
             .unwrap()
             .id
+    }
+
+    /// Deletes a workspace with the bootstrap key.
+    pub async fn delete_workspace(&self, workspace: &str) {
+        self.workspaces()
+            .delete_workspace(req(
+                pb::DeleteWorkspaceRequest {
+                    workspace_id: workspace.into(),
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap();
     }
 
     /// An application in a workspace.
