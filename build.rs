@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/portcullis/v1/roles.proto",
     "proto/portcullis/v1/check.proto",
     "proto/portcullis/v1/audit.proto",
+    "proto/portcullis/v1/watch.proto",
     "proto/portcullis/v1/bench.proto",
 ];
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::{
     auth::key::{self, KeyKind},
     authz::OrgRole,
-    domain::tx::Tx,
+    domain::change::Tx,
     domain::{
         audit::{self, Actor, Change},
         organizations::{join, new_organization},
@@ -116,8 +116,7 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
             target_id: &org.id,
             details: json!({ "admin_user_id": admin.id }),
         },
-    )
-    .await?;
+    );
     audit::record(
         &tx,
         &Actor::system("bootstrap"),
@@ -128,8 +127,7 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
             target_id: &sa.id,
             details: json!({ "name": sa.name, "role": sa.role, "platform": true, "organization_id": org.id }),
         },
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(BootstrapOutput {
         organization_id: org.id,

@@ -75,9 +75,29 @@ pub struct ServeConfig {
     #[arg(long, env = "PORTCULLIS_CACHE_TTL", value_parser = parse_duration, default_value = "60s")]
     pub cache_ttl: Duration,
 
-    /// How often to poll the storage revision, the fallback for a lost change notification.
+    /// How often to read the change log for changes made elsewhere (a
+    /// notification, when listening, wakes the reader at once).
     #[arg(long, env = "PORTCULLIS_REVISION_POLL", value_parser = parse_duration, default_value = "1s")]
     pub revision_poll: Duration,
+
+    /// `LISTEN` for change notifications (PostgreSQL). Turn off behind a
+    /// transaction-mode pooler or on a database without `LISTEN`: the change
+    /// log is then read every `--revision-poll`.
+    #[arg(long, env = "PORTCULLIS_LISTEN_FOR_CHANGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub listen_for_changes: bool,
+
+    /// How long the change log keeps a change (replicas further behind, and
+    /// watchers resuming from before it, start over).
+    #[arg(long, env = "PORTCULLIS_CHANGE_LOG_RETENTION", value_parser = parse_duration, default_value = "24h")]
+    pub change_log_retention: Duration,
+
+    /// Most changes the change log keeps.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CHANGE_LOG_MAX_ENTRIES",
+        default_value_t = 1_000_000
+    )]
+    pub change_log_max_entries: u64,
 
     /// Most checks in one BatchCheck.
     #[arg(long, env = "PORTCULLIS_MAX_BATCH_SIZE", default_value_t = 1000)]
@@ -227,6 +247,12 @@ pub struct Settings {
     /// How often the storage revision is polled, the fallback when a change
     /// notification from another replica is lost.
     pub revision_poll_interval: Duration,
+    /// Whether to `LISTEN` for change notifications (PostgreSQL).
+    pub listen_for_changes: bool,
+    /// How long the change log keeps a change.
+    pub change_log_retention: Duration,
+    /// Most changes the change log keeps.
+    pub change_log_max_entries: u64,
     /// Most checks in one BatchCheck.
     pub max_batch_size: usize,
     /// How long cached decisions are served after storage stops answering.
@@ -262,6 +288,9 @@ impl Default for Settings {
             health_probe_interval: Duration::from_secs(2),
             cache: CacheConfig::default(),
             revision_poll_interval: Duration::from_secs(1),
+            listen_for_changes: true,
+            change_log_retention: Duration::from_secs(24 * 3600),
+            change_log_max_entries: 1_000_000,
             max_batch_size: 1000,
             unavailable_grace: Duration::from_secs(5),
             max_concurrent_requests: 1024,
@@ -302,6 +331,9 @@ impl ServeConfig {
                 ttl: self.cache_ttl,
             },
             revision_poll_interval: self.revision_poll,
+            listen_for_changes: self.listen_for_changes,
+            change_log_retention: self.change_log_retention,
+            change_log_max_entries: self.change_log_max_entries.max(1),
             max_batch_size: self.max_batch_size.max(1),
             unavailable_grace: self.unavailable_grace,
             max_concurrent_requests: self.max_concurrent_requests.max(1),
@@ -332,7 +364,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
     }
 }
 
@@ -347,7 +380,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("5h"), Ok(Duration::from_secs(18_000)));
+        assert!(parse_duration("5d").is_err());
     }
 
     #[test]

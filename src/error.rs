@@ -31,6 +31,9 @@ pub enum Error {
     ResourceExhausted(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// One operation of a batch failed, so the whole batch did.
+    #[error("operations[{index}]: {source}")]
+    Operation { index: usize, source: Box<Error> },
 }
 
 /// The result type of the domain layer.
@@ -58,6 +61,7 @@ impl Error {
             Self::Store(StoreError::Unavailable(_)) => Code::Unavailable,
             Self::Store(StoreError::Conflict(_)) => Code::AlreadyExists,
             Self::Store(StoreError::Internal(_)) => Code::Internal,
+            Self::Operation { source, .. } => source.code(),
         }
     }
 }
@@ -70,6 +74,11 @@ impl From<sea_orm::DbErr> for Error {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        let err = match err {
+            // Storage failures say nothing of the operation.
+            Error::Operation { source, .. } if matches!(*source, Error::Store(_)) => *source,
+            err => err,
+        };
         let code = err.code();
         match &err {
             Error::Store(StoreError::Internal(detail)) => {

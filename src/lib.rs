@@ -35,11 +35,14 @@
 //!   caller's effective power is its principal's power intersected with its
 //!   key's limits ([`authz::power`]); platform accounts hold the powers that
 //!   cross organizations; a change is authorized inside its own transaction.
-//! * Every change is one transaction ([`domain::tx::Tx`] over
-//!   [`store::WriteTx`]) that first advances the global revision, writes the
-//!   audit event, and records what it invalidates; on commit the local caches
-//!   drop those entries and other replicas hear of it by PostgreSQL `NOTIFY`
-//!   ([`coherence`]).
+//! * Every change is one transaction ([`domain::change::Tx`] over
+//!   [`store::WriteTx`]); its writer states what it changed, and what that
+//!   makes stale follows ([`domain::change`]). Committing takes the next
+//!   revision, appends the change's row to the change log with its audit
+//!   events, and drops the stale entries from the local caches; other
+//!   replicas read the log in revision order, woken by PostgreSQL `NOTIFY`
+//!   or by their poll ([`domain::change::follow`]), and clients can watch an
+//!   organization's changes ([`domain::change::watch`]).
 //! * Checks ([`domain::check`]) authorize the caller, then take the resolved
 //!   set of (principal, workspace) from the moka cache ([`authz::cache`]) — a
 //!   hash lookup and a bit test — or load it once from storage, in one
@@ -59,7 +62,6 @@ pub mod auth;
 pub mod authz;
 pub mod bootstrap;
 pub mod codec;
-pub mod coherence;
 pub mod config;
 pub mod domain;
 pub mod error;

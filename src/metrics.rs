@@ -119,6 +119,19 @@ pub struct Metrics {
     denied: AtomicU64,
     storage_up: AtomicU64,
     listener_up: AtomicU64,
+    changes_applied: AtomicU64,
+    flushes_trimmed: AtomicU64,
+    flushes_unreachable: AtomicU64,
+    log_trimmed: AtomicU64,
+}
+
+/// Why every cached decision was dropped at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushReason {
+    /// The change log no longer held changes this replica had not applied.
+    Trimmed,
+    /// Storage stayed unreachable beyond the unavailable grace.
+    Unreachable,
 }
 
 /// Storage failures of the process, by kind. They are counted where a database
@@ -195,7 +208,30 @@ impl Metrics {
             denied: AtomicU64::new(0),
             storage_up: AtomicU64::new(1),
             listener_up: AtomicU64::new(0),
+            changes_applied: AtomicU64::new(0),
+            flushes_trimmed: AtomicU64::new(0),
+            flushes_unreachable: AtomicU64::new(0),
+            log_trimmed: AtomicU64::new(0),
         }
+    }
+
+    /// One change of the log applied (read by this replica's follower).
+    pub fn record_change_applied(&self) {
+        self.changes_applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every cached decision dropped at once.
+    pub fn record_flush(&self, reason: FlushReason) {
+        match reason {
+            FlushReason::Trimmed => &self.flushes_trimmed,
+            FlushReason::Unreachable => &self.flushes_unreachable,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes deleted from the log by this replica's trimming.
+    pub fn record_log_trimmed(&self, rows: u64) {
+        self.log_trimmed.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// The method a request path names (`/package.Service/Method`); every
@@ -403,8 +439,29 @@ impl Metrics {
         gauge(
             &mut out,
             "portcullis_revision_applied",
-            "The highest storage revision whose changes this replica applied.",
+            "The storage revision up to which this replica applied every change.",
             i64::try_from(state.applied_revision()).unwrap_or(i64::MAX),
+        );
+        counter(
+            &mut out,
+            "portcullis_changes_applied_total",
+            "Changes read from the change log and applied (those made here are applied when they commit).",
+            self.changes_applied.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "portcullis_change_log_trimmed_total",
+            "Changes this replica deleted from the change log (retention).",
+            self.log_trimmed.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_cache_flushes_total Times every cached decision was dropped at once: the change log no longer held changes this replica had not applied, or storage stayed unreachable beyond the grace.\n\
+             # TYPE portcullis_cache_flushes_total counter\n\
+             portcullis_cache_flushes_total{{reason=\"trimmed\"}} {}\n\
+             portcullis_cache_flushes_total{{reason=\"unreachable\"}} {}",
+            self.flushes_trimmed.load(Ordering::Relaxed),
+            self.flushes_unreachable.load(Ordering::Relaxed),
         );
         let decisions = state.decisions.stats();
         let keys = state.keys.stats();
@@ -424,6 +481,10 @@ impl Metrics {
              portcullis_cache_evictions_total{{cache=\"decision\",cause=\"expired\"}} {}\n\
              portcullis_cache_evictions_total{{cache=\"api_key\",cause=\"size\"}} {}\n\
              portcullis_cache_evictions_total{{cache=\"api_key\",cause=\"expired\"}} {}\n\
+             # HELP portcullis_cache_invalidated_total Entries dropped because a change made them stale.\n\
+             # TYPE portcullis_cache_invalidated_total counter\n\
+             portcullis_cache_invalidated_total{{cache=\"decision\"}} {}\n\
+             portcullis_cache_invalidated_total{{cache=\"api_key\"}} {}\n\
              # HELP portcullis_cache_entries Entries cached now.\n\
              # TYPE portcullis_cache_entries gauge\n\
              portcullis_cache_entries{{cache=\"decision\"}} {}\n\
@@ -436,6 +497,8 @@ impl Metrics {
             decisions.evicted_expired,
             keys.evicted_size,
             keys.evicted_expired,
+            decisions.invalidated,
+            keys.invalidated,
             decisions.entries,
             keys.entries,
         );

@@ -13,7 +13,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{
         audit::AuditApi, check::CheckApi, identity::IdentityApi, noop::NoopApi, roles::RolesApi,
-        workspace::WorkspaceApi,
+        watch::WatchApi, workspace::WorkspaceApi,
     },
     front::FrontLayer,
     proto::{
@@ -21,7 +21,7 @@ use crate::{
         v1::{
             audit_service_server::AuditServiceServer, check_service_server::CheckServiceServer,
             identity_service_server::IdentityServiceServer, noop_service_server::NoopServiceServer,
-            roles_service_server::RolesServiceServer,
+            roles_service_server::RolesServiceServer, watch_service_server::WatchServiceServer,
             workspace_service_server::WorkspaceServiceServer,
         },
     },
@@ -53,6 +53,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.RolesService",
     "portcullis.v1.CheckService",
     "portcullis.v1.AuditService",
+    "portcullis.v1.WatchService",
 ];
 
 /// A health name that is SERVING from start-up until shutdown, whatever
@@ -115,7 +116,7 @@ pub async fn run(
         reporter.clone(),
         state.settings.health_probe_interval,
     ));
-    let coherence = tokio::spawn(crate::coherence::run(state.clone()));
+    let follower = tokio::spawn(crate::domain::change::follow::run(state.clone()));
     let grace = state.settings.shutdown_grace;
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal_reporter = reporter.clone();
@@ -176,6 +177,11 @@ pub async fn run(
             AuditApi::new(state.clone()),
             state
         ))
+        .add_service(limited!(
+            WatchServiceServer,
+            WatchApi::new(state.clone()),
+            state
+        ))
         .add_optional_service(noop);
     let incoming = crate::listener::incoming(
         listener,
@@ -201,7 +207,7 @@ pub async fn run(
         }
     };
     watcher.abort();
-    coherence.abort();
+    follower.abort();
     result
 }
 

@@ -2,12 +2,14 @@
 //! settings. Cloned into every service and every call: one reference count.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
+
+use tokio::sync::{Notify, watch};
 
 use crate::{
     auth::caller::KeyCache,
@@ -43,15 +45,11 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// Counters exported on the metrics port.
     pub metrics: Arc<Metrics>,
-    /// The highest revision whose changes this replica has applied.
-    applied_revision: AtomicU64,
-    /// Revisions this replica committed and applied itself, whose change
-    /// notifications (echoed back by the listener) need not be applied again.
-    own_revisions: Mutex<VecDeque<u64>>,
+    /// Where this replica stands in the change log (`domain::change` moves it).
+    pub log: LogPosition,
+    /// Open watches by organization (`domain::change::watch` counts them).
+    pub watches: Mutex<HashMap<String, usize>>,
 }
-
-/// How many of its own recent revisions a replica remembers.
-const OWN_REVISIONS: usize = 1024;
 
 impl AppState {
     /// Bundles a store and settings, with empty caches.
@@ -62,50 +60,92 @@ impl AppState {
             keys: KeyCache::new(settings.cache.max_entries, settings.cache.ttl),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
-            applied_revision: AtomicU64::new(0),
-            own_revisions: Mutex::default(),
+            log: LogPosition::default(),
+            watches: Mutex::default(),
         }))
     }
 }
 
 impl Shared {
-    /// Applies the invalidations of a committed change (local or from another replica).
-    pub fn apply_changes(&self, revision: u64, changes: &[Invalidation]) {
+    /// Drops what a change makes stale from every cache, at once.
+    pub fn invalidate(&self, changes: &[Invalidation]) {
         for change in changes {
             self.decisions.invalidate(change);
             self.keys.invalidate(change);
         }
-        self.applied_revision.fetch_max(revision, Ordering::AcqRel);
     }
 
-    /// Applies the invalidations of a change this replica just committed.
-    pub fn apply_own_changes(&self, revision: u64, changes: &[Invalidation]) {
-        if let Ok(mut own) = self.own_revisions.lock() {
-            if own.len() == OWN_REVISIONS {
-                own.pop_front();
-            }
-            own.push_back(revision);
-        }
-        self.apply_changes(revision, changes);
-    }
-
-    /// Whether `revision` is one this replica committed and applied itself
-    /// (then its notification is an echo); forgets it.
-    pub fn take_own_revision(&self, revision: u64) -> bool {
-        let Ok(mut own) = self.own_revisions.lock() else {
-            return false;
-        };
-        match own.iter().position(|r| *r == revision) {
-            Some(i) => {
-                own.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The highest revision whose changes were applied here.
+    /// The revision up to which every change was applied here.
     pub fn applied_revision(&self) -> u64 {
-        self.applied_revision.load(Ordering::Acquire)
+        self.log.applied()
+    }
+}
+
+/// How far this replica has applied the change log: every change up to
+/// `applied`, and some of its own beyond it (applied when they committed).
+#[derive(Debug)]
+pub struct LogPosition {
+    applied: AtomicU64,
+    own: Mutex<BTreeSet<u64>>,
+    wake: Notify,
+    advanced: watch::Sender<u64>,
+}
+
+impl Default for LogPosition {
+    fn default() -> Self {
+        Self {
+            applied: AtomicU64::new(0),
+            own: Mutex::default(),
+            wake: Notify::new(),
+            advanced: watch::Sender::new(0),
+        }
+    }
+}
+
+impl LogPosition {
+    /// The revision up to which every change was applied here.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Every change up to `revision` is applied here.
+    pub fn advance_to(&self, revision: u64) {
+        let before = self.applied.fetch_max(revision, Ordering::AcqRel);
+        if revision > before {
+            if let Ok(mut own) = self.own.lock() {
+                *own = own.split_off(&(revision + 1));
+            }
+            self.advanced.send_replace(revision);
+        }
+    }
+
+    /// A change committed here whose invalidations were applied already.
+    pub fn committed_here(&self, revision: u64) {
+        if let Ok(mut own) = self.own.lock()
+            && revision > self.applied()
+        {
+            own.insert(revision);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Whether `revision` was committed (and applied) here.
+    pub fn is_own(&self, revision: u64) -> bool {
+        self.own.lock().is_ok_and(|own| own.contains(&revision))
+    }
+
+    /// Asks the change log's reader to read now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until asked to read.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Follows the applied revision (watch streams wait on it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.advanced.subscribe()
     }
 }

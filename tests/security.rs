@@ -888,15 +888,16 @@ async fn members_read_no_other_members_identity_provider_subject(b: Backend) {
 // ---------------------------------------------------------------------------
 // Decisions inside the change
 
-/// Calls that are waiting for the revision row, as PostgreSQL sees them.
+/// Changes waiting on a lock, as PostgreSQL sees them: for the revision
+/// row (to commit), or for a row another change holds (a membership its
+/// authorization reads `FOR SHARE`).
 async fn waiting_writers(db: &sea_orm::DatabaseConnection) -> i64 {
     use sea_orm::ConnectionTrait;
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
             "SELECT count(*) AS n FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE revision%' \
-             AND datname = current_database()",
+             WHERE wait_event_type = 'Lock' AND datname = current_database()",
         ))
         .await
         .unwrap()

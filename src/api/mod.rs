@@ -6,6 +6,7 @@ pub mod check;
 pub mod identity;
 pub mod noop;
 pub mod roles;
+pub mod watch;
 pub mod workspace;
 
 use prost_types::Timestamp;

@@ -8,7 +8,7 @@ use crate::{
     domain::{
         Page,
         access::scope_from_json,
-        resources,
+        batch, resources,
         workspaces::{self, ScopeInput, Subject},
     },
     error::Error,
@@ -241,6 +241,53 @@ impl WorkspaceService for WorkspaceApi {
             workspaces::revoke_access(&self.state, &caller, &req.workspace_id, &req.grant_id)
                 .await?;
         Ok(Response::new(pb::RevokeAccessResponse { revision }))
+    }
+
+    async fn batch_write_access(
+        &self,
+        request: Request<pb::BatchWriteAccessRequest>,
+    ) -> Reply<pb::BatchWriteAccessResponse> {
+        use pb::access_operation::Operation as Op;
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let operations = req
+            .operations
+            .into_iter()
+            .map(|o| {
+                o.operation.map(|op| match op {
+                    Op::Grant(g) => batch::Operation::Grant {
+                        workspace_id: g.workspace_id,
+                        subject: subject(g.subject),
+                        role: g.role,
+                        scope: scope_input(g.scope),
+                    },
+                    Op::Revoke(r) => batch::Operation::Revoke {
+                        workspace_id: r.workspace_id,
+                        grant_id: r.grant_id,
+                    },
+                    Op::AddTeamMember(m) => batch::Operation::AddTeamMember {
+                        organization_id: m.organization_id,
+                        team_id: m.team_id,
+                        user_id: m.user_id,
+                    },
+                    Op::RemoveTeamMember(m) => batch::Operation::RemoveTeamMember {
+                        organization_id: m.organization_id,
+                        team_id: m.team_id,
+                        user_id: m.user_id,
+                    },
+                })
+            })
+            .collect();
+        let (outcomes, revision) = batch::apply(&self.state, &caller, operations).await?;
+        Ok(Response::new(pb::BatchWriteAccessResponse {
+            results: outcomes
+                .into_iter()
+                .map(|grant| pb::AccessOperationResult {
+                    grant: grant.map(grant_pb),
+                })
+                .collect(),
+            revision,
+        }))
     }
 
     async fn list_access(

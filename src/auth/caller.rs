@@ -72,8 +72,22 @@ impl ResolvedKey {
             Invalidation::ServiceAccount(id) => {
                 matches!(self.principal, PrincipalId::ServiceAccount(_)) && self.ids.principal == id
             }
-            Invalidation::Workspace(_) | Invalidation::ResourceTags(_) => false,
+            _ => false,
         }
+    }
+
+    /// Answers whether a change can make any cached key stale: only the
+    /// kinds [`ResolvedKey::affected_by`] looks at (the others need no pass
+    /// over the keys).
+    fn may_affect_keys(change: &Invalidation) -> bool {
+        matches!(
+            change,
+            Invalidation::All
+                | Invalidation::Organization(_)
+                | Invalidation::Key(_)
+                | Invalidation::User(_)
+                | Invalidation::ServiceAccount(_)
+        )
     }
 }
 
@@ -120,6 +134,9 @@ impl KeyCache {
     pub fn invalidate(&self, change: &Invalidation) {
         if matches!(change, Invalidation::All) {
             self.keys.invalidate_all();
+            return;
+        }
+        if !ResolvedKey::may_affect_keys(change) {
             return;
         }
         let change = change.clone();

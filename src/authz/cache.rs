@@ -163,16 +163,20 @@ impl ResolvedSet {
 /// What changed, for invalidation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
-    /// Everything (lost notifications, bulk changes).
+    /// Everything (a replica too far behind the change log).
     All,
-    /// Every set of an organization (roles, resource types, teams, plan).
+    /// Every set of an organization (resource types, plan, the organization).
     Organization(Id),
-    /// Every set of a workspace (its grants).
+    /// Every set of a workspace (the workspace itself).
     Workspace(Id),
-    /// Every set of a user (memberships, teams, keys).
+    /// Every set of a user (memberships, keys).
     User(Id),
     /// Every set of a service account.
     ServiceAccount(Id),
+    /// One resolved set: a principal in a workspace (its grants, or a team's).
+    Set(SetKey),
+    /// The sets holding a custom role (its permissions).
+    Role(Id),
     /// One API key (revocation, expiry change).
     Key(Id),
     /// The registered resource tags of a workspace.
@@ -180,14 +184,23 @@ pub enum Invalidation {
 }
 
 impl Invalidation {
-    /// Encodes for a `NOTIFY` payload: `*`, or a letter and the id in hex.
+    /// Encodes for the change log: `*`, or a letter and the id in hex (a
+    /// set: the kind's letter, the principal and `@` the workspace).
     pub fn encode(&self) -> String {
         let (tag, id) = match self {
             Self::All => return "*".into(),
+            Self::Set(key) => {
+                let tag = match key.kind {
+                    PrincipalKind::User => 'U',
+                    PrincipalKind::ServiceAccount => 'S',
+                };
+                return format!("{tag}{:032x}@{:032x}", key.principal, key.workspace);
+            }
             Self::Organization(id) => ('o', id),
             Self::Workspace(id) => ('w', id),
             Self::User(id) => ('u', id),
             Self::ServiceAccount(id) => ('s', id),
+            Self::Role(id) => ('r', id),
             Self::Key(id) => ('k', id),
             Self::ResourceTags(id) => ('t', id),
         };
@@ -201,12 +214,27 @@ impl Invalidation {
         }
         let mut chars = s.chars();
         let tag = chars.next()?;
-        let id = u128::from_str_radix(chars.as_str(), 16).ok()?;
+        let rest = chars.as_str();
+        let hex = |h: &str| u128::from_str_radix(h, 16).ok();
+        if let Some(kind) = match tag {
+            'U' => Some(PrincipalKind::User),
+            'S' => Some(PrincipalKind::ServiceAccount),
+            _ => None,
+        } {
+            let (principal, workspace) = rest.split_once('@')?;
+            return Some(Self::Set(SetKey {
+                kind,
+                principal: hex(principal)?,
+                workspace: hex(workspace)?,
+            }));
+        }
+        let id = hex(rest)?;
         Some(match tag {
             'o' => Self::Organization(id),
             'w' => Self::Workspace(id),
             'u' => Self::User(id),
             's' => Self::ServiceAccount(id),
+            'r' => Self::Role(id),
             'k' => Self::Key(id),
             't' => Self::ResourceTags(id),
             _ => return None,
@@ -245,6 +273,8 @@ pub struct CacheStats {
     pub evicted_size: u64,
     /// Entries dropped when their TTL ran out.
     pub evicted_expired: u64,
+    /// Entries dropped because a change made them stale.
+    pub invalidated: u64,
 }
 
 /// Hit, miss and eviction counters of one cache, shared by its clones.
@@ -254,6 +284,7 @@ pub struct CacheCounters {
     misses: Arc<AtomicU64>,
     evicted_size: Arc<AtomicU64>,
     evicted_expired: Arc<AtomicU64>,
+    invalidated: Arc<AtomicU64>,
 }
 
 impl CacheCounters {
@@ -268,21 +299,22 @@ impl CacheCounters {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A moka eviction listener counting evictions by cause (explicit
-    /// invalidations and replacements are not evictions).
+    /// A moka eviction listener counting removals by cause: evictions (size,
+    /// expiry) and invalidations (explicit); replacements are neither.
     pub fn eviction_listener<K, V>(
         &self,
     ) -> impl Fn(Arc<K>, V, RemovalCause) + Send + Sync + 'static {
         let size = self.evicted_size.clone();
         let expired = self.evicted_expired.clone();
-        move |_, _, cause| match cause {
-            RemovalCause::Size => {
-                size.fetch_add(1, Ordering::Relaxed);
+        let invalidated = self.invalidated.clone();
+        move |_, _, cause| {
+            match cause {
+                RemovalCause::Size => &size,
+                RemovalCause::Expired => &expired,
+                RemovalCause::Explicit => &invalidated,
+                RemovalCause::Replaced => return,
             }
-            RemovalCause::Expired => {
-                expired.fetch_add(1, Ordering::Relaxed);
-            }
-            RemovalCause::Explicit | RemovalCause::Replaced => {}
+            .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -294,6 +326,7 @@ impl CacheCounters {
             entries,
             evicted_size: self.evicted_size.load(Ordering::Relaxed),
             evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
+            invalidated: self.invalidated.load(Ordering::Relaxed),
         }
     }
 }
@@ -542,6 +575,19 @@ impl DecisionCache {
                     k.kind == PrincipalKind::ServiceAccount && k.principal == id
                 })
                 .map(drop),
+            Invalidation::Set(key) => {
+                self.sets.invalidate(&key);
+                Ok(())
+            }
+            Invalidation::Role(role) => self
+                .sets
+                .invalidate_entries_if(move |_, v| {
+                    v.access
+                        .grants
+                        .iter()
+                        .any(|g| parse_id(&g.role) == Some(role))
+                })
+                .map(drop),
             Invalidation::Key(_) => Ok(()),
         };
         if result.is_err() {
@@ -690,10 +736,17 @@ mod tests {
             Invalidation::ServiceAccount(7),
             Invalidation::Key(9),
             Invalidation::ResourceTags(3),
+            Invalidation::Role(11),
+            Invalidation::Set(SetKey {
+                kind: PrincipalKind::ServiceAccount,
+                principal: 5,
+                workspace: u128::MAX,
+            }),
         ] {
             assert_eq!(Invalidation::decode(&inv.encode()), Some(inv));
         }
         assert_eq!(Invalidation::decode("x12"), None);
+        assert_eq!(Invalidation::decode("U12"), None);
     }
 
     #[test]

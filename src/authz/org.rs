@@ -93,6 +93,8 @@ pub enum OrgPermission {
     ManageApiKeys,
     ManageSecurity,
     ViewAuditLog,
+    /// Follow the organization's changes (`WatchService.Watch`).
+    WatchChanges,
 }
 
 const VIEW_ALL: u32 = OrgPermission::ViewOrganization.bit()
@@ -103,7 +105,7 @@ const VIEW_ALL: u32 = OrgPermission::ViewOrganization.bit()
 
 impl OrgPermission {
     /// Every organization permission.
-    pub const ALL: [OrgPermission; 21] = [
+    pub const ALL: [OrgPermission; 22] = [
         Self::ViewOrganization,
         Self::ViewRoles,
         Self::ViewMembers,
@@ -125,6 +127,7 @@ impl OrgPermission {
         Self::ManageApiKeys,
         Self::ManageSecurity,
         Self::ViewAuditLog,
+        Self::WatchChanges,
     ];
 
     const fn bit(self) -> u32 {
@@ -173,6 +176,7 @@ impl OrgPermission {
             Self::ManageApiKeys => "api_keys:manage",
             Self::ManageSecurity => "organization_security:manage",
             Self::ViewAuditLog => "audit_log:read",
+            Self::WatchChanges => "changes:watch",
         }
     }
 }

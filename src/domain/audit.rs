@@ -7,19 +7,15 @@
 use crate::{
     auth::{Caller, PrincipalId},
     authz::{OrgPermission, power::PlatformPower},
-    domain::{authorize, tx::Tx},
+    domain::{authorize, change::Tx},
     error::Result,
     state::AppState,
     store::{
-        StoreResult,
         audit::{self, AuditFilter},
         entity::audit_event,
-        finish_page,
-        identity::insert,
-        now_ms, page_size,
+        finish_page, now_ms, page_size,
     },
 };
-use sea_orm::IntoActiveModel;
 
 /// Most bytes of an event's details; larger details are replaced by a note
 /// of their size, so every event stays readable.
@@ -91,13 +87,14 @@ pub struct Change<'a> {
     pub details: serde_json::Value,
 }
 
-/// Records a change in the transaction that makes it.
-pub async fn record(tx: &Tx, actor: &Actor, change: Change<'_>) -> StoreResult<()> {
+/// Records a change in the transaction that makes it (written when it
+/// commits, with its revision).
+pub fn record(tx: &Tx, actor: &Actor, change: Change<'_>) {
     let mut details = change.details.to_string();
     if details.len() > MAX_DETAILS_BYTES {
         details = serde_json::json!({ "truncated": true, "bytes": details.len() }).to_string();
     }
-    let row = audit_event::Model {
+    tx.record(audit_event::Model {
         id: uuid::Uuid::now_v7().to_string(),
         organization_id: change.organization_id.map(str::to_owned),
         actor_type: actor.kind.to_owned(),
@@ -107,10 +104,9 @@ pub async fn record(tx: &Tx, actor: &Actor, change: Change<'_>) -> StoreResult<(
         target_type: change.target_type.to_owned(),
         target_id: change.target_id.to_owned(),
         details,
-        revision: i64::try_from(tx.revision()).unwrap_or(i64::MAX),
+        revision: 0,
         created_at: now_ms(),
-    };
-    insert(tx.conn(), row.into_active_model()).await
+    });
 }
 
 /// Which log to read.
@@ -151,14 +147,23 @@ pub async fn list_events(
     if org_id.is_some() {
         let hidden = authorize::hidden_accounts(conn, caller).await?;
         for row in &mut rows {
-            for id in &hidden {
-                for text in [&mut row.actor_id, &mut row.target_id, &mut row.details] {
-                    if text.contains(id.as_str()) {
-                        *text = text.replace(id.as_str(), PLATFORM_PLACEHOLDER);
-                    }
-                }
-            }
+            hide_accounts(
+                &hidden,
+                [&mut row.actor_id, &mut row.target_id, &mut row.details],
+            );
         }
     }
     Ok((rows, next))
+}
+
+/// Replaces the ids of accounts hidden from the reader (platform accounts)
+/// in `texts` with [`PLATFORM_PLACEHOLDER`].
+pub fn hide_accounts<'a>(hidden: &[String], texts: impl IntoIterator<Item = &'a mut String>) {
+    for text in texts {
+        for id in hidden {
+            if text.contains(id.as_str()) {
+                *text = text.replace(id.as_str(), PLATFORM_PLACEHOLDER);
+            }
+        }
+    }
 }

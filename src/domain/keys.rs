@@ -10,8 +10,8 @@ use super::{
     Page,
     audit::{self, Actor, Change},
     authorize::{self, KeyChange},
+    change::{Changed, Tx},
     rules,
-    tx::{Target, Tx},
 };
 use crate::{
     auth::{
@@ -88,8 +88,7 @@ pub async fn create_service_account(
             target_id: &sa.id,
             details: json!({ "name": sa.name, "role": sa.role, "platform": platform }),
         },
-    )
-    .await?;
+    );
     Ok((sa, tx.commit().await?))
 }
 
@@ -151,7 +150,7 @@ pub async fn delete_service_account(
     let revoked = keys::revoke_service_account_keys(conn, &sa.id, now_ms()).await?;
     identity::delete_grants_of_subject(conn, &org_id, "service_account", &sa.id).await?;
     keys::delete_service_account(conn, &sa.id).await?;
-    tx.invalidate(Target::ServiceAccount, &sa.id);
+    tx.changed(Changed::ServiceAccount(&sa.id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -162,8 +161,7 @@ pub async fn delete_service_account(
             target_id: &sa.id,
             details: json!({ "name": sa.name, "revoked_keys": revoked }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -342,8 +340,7 @@ async fn store_key(
                 "expires_at": row.expires_at,
             }),
         },
-    )
-    .await?;
+    );
     let revision = tx.commit().await?;
     Ok(CreatedKey {
         key: row,
@@ -415,7 +412,7 @@ pub async fn revoke_api_key(
     }
     key.revoked_at = Some(now_ms());
     let key = keys::update_api_key(tx.conn(), key).await?;
-    tx.invalidate(Target::Key, &key.id);
+    tx.changed(Changed::Key(&key.id)).await?;
     let organization_log = in_organization_log(&tx, &key).await?;
     audit::record(
         &tx,
@@ -427,8 +424,7 @@ pub async fn revoke_api_key(
             target_id: &key.id,
             details: json!({ "kind": key.kind, "last_chars": key.last_chars }),
         },
-    )
-    .await?;
+    );
     Ok((key, tx.commit().await?))
 }
 
@@ -499,7 +495,7 @@ pub async fn update_api_key(
         key.expires_at = e;
     }
     let key = keys::update_api_key(tx.conn(), key).await?;
-    tx.invalidate(Target::Key, &key.id);
+    tx.changed(Changed::Key(&key.id)).await?;
     let organization_log = in_organization_log(&tx, &key).await?;
     audit::record(
         &tx,
@@ -511,8 +507,7 @@ pub async fn update_api_key(
             target_id: &key.id,
             details: json!({ "before": before, "after": { "description": key.description, "expires_at": key.expires_at } }),
         },
-    )
-    .await?;
+    );
     Ok((key, tx.commit().await?))
 }
 

@@ -8,6 +8,8 @@
 pub mod access;
 pub mod audit;
 pub mod authorize;
+pub mod batch;
+pub mod change;
 pub mod check;
 pub mod keys;
 pub mod organizations;
@@ -15,7 +17,6 @@ pub mod resources;
 pub mod roles;
 pub mod rules;
 pub mod teams;
-pub mod tx;
 pub mod workspaces;
 
 /// A page request of a list RPC.

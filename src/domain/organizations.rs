@@ -8,8 +8,8 @@ use super::{
     Page,
     audit::{self, Actor, Change},
     authorize::{self, UserView},
+    change::{Changed, Tx},
     rules::{self, Plan},
-    tx::{Target, Tx},
 };
 use crate::{
     auth::{Caller, PrincipalId},
@@ -89,7 +89,7 @@ pub async fn join(
         created_at: now,
     };
     identity::insert(conn, membership.clone().into_active_model()).await?;
-    tx.invalidate(Target::User, &user.id);
+    tx.changed(Changed::User(&user.id)).await?;
     Ok(Member {
         membership,
         email: user.email.clone(),
@@ -166,8 +166,7 @@ pub async fn create_user(
             target_id: &user.id,
             details: json!({ "email": user.email }),
         },
-    )
-    .await?;
+    );
     Ok((user, tx.commit().await?))
 }
 
@@ -217,8 +216,7 @@ pub async fn create_organization(
             target_id: &org.id,
             details: json!({ "name": org.name, "plan": org.plan }),
         },
-    )
-    .await?;
+    );
     Ok((org, member, tx.commit().await?))
 }
 
@@ -358,8 +356,7 @@ pub async fn update_organization(
                 "after": { "name": org.name, "plan": org.plan, "pat_creation_disabled": org.pat_creation_disabled },
             }),
         },
-    )
-    .await?;
+    );
     Ok((org, tx.commit().await?))
 }
 
@@ -441,8 +438,7 @@ async fn create_personal_organization(
             target_id: &org.id,
             details: json!({ "owner": user.id }),
         },
-    )
-    .await?;
+    );
     Ok((org, member, tx.commit().await?))
 }
 
@@ -490,8 +486,7 @@ pub async fn add_member(
             target_id: &user.id,
             details: json!({ "role": role.as_str() }),
         },
-    )
-    .await?;
+    );
     Ok((member, tx.commit().await?))
 }
 
@@ -548,7 +543,7 @@ pub async fn update_member_role(
     }
     let before = current.role.clone();
     let updated = identity::set_member_role(tx.conn(), current, role.as_str()).await?;
-    tx.invalidate(Target::User, user_id);
+    tx.changed(Changed::User(user_id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -559,8 +554,7 @@ pub async fn update_member_role(
             target_id: user_id,
             details: json!({ "before": before, "after": role.as_str() }),
         },
-    )
-    .await?;
+    );
     let member = Member {
         membership: updated,
         email: user.email,
@@ -594,7 +588,7 @@ pub async fn remove_member(
     let revoked = keys::revoke_user_pats(conn, &org_id, user_id, now).await?;
     teams::delete_user_from_teams(conn, &org_id, user_id).await?;
     let grants = identity::delete_grants_of_subject(conn, &org_id, "user", user_id).await?;
-    tx.invalidate(Target::User, user_id);
+    tx.changed(Changed::User(user_id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -605,8 +599,7 @@ pub async fn remove_member(
             target_id: user_id,
             details: json!({ "role": current.role, "revoked_pats": revoked, "deleted_grants": grants }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -688,8 +681,7 @@ pub async fn create_invite(
             target_id: &invite.id,
             details: json!({ "email": invite.email, "role": invite.role }),
         },
-    )
-    .await?;
+    );
     Ok((invite, tx.commit().await?))
 }
 
@@ -733,8 +725,7 @@ pub async fn delete_invite(
             target_id: &invite.id,
             details: json!({ "email": invite.email }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -786,7 +777,6 @@ pub async fn accept_invite(
             target_id: &invite.id,
             details: json!({ "user_id": user.id, "role": invite.role }),
         },
-    )
-    .await?;
+    );
     Ok((member, tx.commit().await?))
 }

@@ -12,8 +12,9 @@ use super::{
     Page,
     access::{catalogue, scope_from_json},
     audit::{self, Actor, Change},
-    authorize, rules,
-    tx::{Target, Tx},
+    authorize,
+    change::{Changed, Tx},
+    rules,
 };
 use crate::{
     auth::Caller,
@@ -63,8 +64,7 @@ pub async fn create_application(
             target_id: &row.name,
             details: json!({ "workspace_id": ws.id }),
         },
-    )
-    .await?;
+    );
     Ok((row, tx.commit().await?))
 }
 
@@ -125,8 +125,7 @@ pub async fn delete_application(
             target_id: name,
             details: json!({ "workspace_id": ws.id }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -184,7 +183,7 @@ pub async fn set_resource_tags(
         updated_at: now_ms(),
     };
     workspaces::put_resource(tx.conn(), row).await?;
-    tx.invalidate(Target::ResourceTags, &ws.id);
+    tx.changed(Changed::ResourceTags(&ws.id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -195,8 +194,7 @@ pub async fn set_resource_tags(
             target_id: resource_id,
             details: json!({ "workspace_id": ws.id, "tags": map }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -241,7 +239,7 @@ pub async fn delete_resource(
     let (ws, _) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "resource_tags:delete")
             .await?;
-    tx.invalidate(Target::ResourceTags, &ws.id);
+    tx.changed(Changed::ResourceTags(&ws.id)).await?;
     if !workspaces::delete_resource(tx.conn(), &ws.id, resource_type, resource_id).await? {
         return Err(Error::NotFound(format!(
             "resource `{resource_type}/{resource_id}` is not registered"
@@ -257,8 +255,7 @@ pub async fn delete_resource(
             target_id: resource_id,
             details: json!({ "workspace_id": ws.id }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -345,7 +342,6 @@ pub async fn update_settings(
                 "after": { "data_retention_days": row.data_retention_days, "monthly_trace_limit": row.monthly_trace_limit },
             }),
         },
-    )
-    .await?;
+    );
     Ok((row, tx.commit().await?))
 }

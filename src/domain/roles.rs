@@ -11,8 +11,8 @@ use super::{
     access::catalogue,
     audit::{self, Actor, Change},
     authorize,
+    change::{Changed, Tx},
     rules::{self, Plan},
-    tx::{Target, Tx},
 };
 use sea_orm::ConnectionTrait;
 
@@ -135,7 +135,7 @@ pub async fn register_resource_type(
         }
     }
     let encoded = serde_json::Value::from(all.clone()).to_string();
-    tx.invalidate(Target::Organization, &org_id);
+    tx.changed(Changed::Organization(&org_id)).await?;
     if existing.is_some() {
         roles::set_resource_type_actions(conn, &org_id, name, encoded).await?;
     } else {
@@ -157,8 +157,7 @@ pub async fn register_resource_type(
             target_id: name,
             details: json!({ "actions": all }),
         },
-    )
-    .await?;
+    );
     let revision = tx.commit().await?;
     let permissions = catalogue(state.store.db(), &org_id)
         .await?
@@ -272,8 +271,7 @@ pub async fn create_role(
             target_id: &row.id,
             details: json!({ "name": row.name, "permissions": permissions }),
         },
-    )
-    .await?;
+    );
     Ok((custom_view(row), tx.commit().await?))
 }
 
@@ -389,7 +387,7 @@ pub async fn update_role(
         )));
     }
     roles::update_role(tx.conn(), row.clone()).await?;
-    tx.invalidate(Target::Organization, &org_id);
+    tx.changed(Changed::Role(&row.id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -400,8 +398,7 @@ pub async fn update_role(
             target_id: &row.id,
             details: json!({ "before": before, "after": { "name": row.name, "permissions": serde_json::from_str::<serde_json::Value>(&row.permissions).unwrap_or_default() } }),
         },
-    )
-    .await?;
+    );
     Ok((custom_view(row), tx.commit().await?))
 }
 
@@ -435,7 +432,7 @@ pub async fn delete_role(
     }
     let revoked = workspaces::delete_grants_with_role(conn, &org_id, &row.id).await?;
     roles::delete_role(conn, &row.id).await?;
-    tx.invalidate(Target::Organization, &org_id);
+    tx.changed(Changed::Role(&row.id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -446,7 +443,6 @@ pub async fn delete_role(
             target_id: &row.id,
             details: json!({ "name": row.name, "revoked_grants": revoked }),
         },
-    )
-    .await?;
+    );
     Ok((tx.commit().await?, revoked))
 }

@@ -6,8 +6,9 @@ use serde_json::json;
 use super::{
     Page,
     audit::{self, Actor, Change},
-    authorize, rules,
-    tx::{Target, Tx},
+    authorize,
+    change::{Changed, Tx},
+    rules,
 };
 use crate::{
     auth::Caller,
@@ -67,8 +68,7 @@ pub async fn create_team(
             target_id: &team.id,
             details: json!({ "name": team.name }),
         },
-    )
-    .await?;
+    );
     Ok((team, tx.commit().await?))
 }
 
@@ -83,8 +83,13 @@ pub async fn delete_team(
     let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let team = team_in_org(&tx, &org_id, team_id).await?;
+    // Read before the members and grants go.
+    tx.changed(Changed::Team {
+        organization_id: &org_id,
+        team_id: &team.id,
+    })
+    .await?;
     teams::delete_team(tx.conn(), &org_id, &team.id).await?;
-    tx.invalidate(Target::Organization, &org_id);
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -95,8 +100,7 @@ pub async fn delete_team(
             target_id: &team.id,
             details: json!({ "name": team.name }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -122,12 +126,24 @@ pub async fn add_team_member(
     team_id: &str,
     user_id: &str,
 ) -> Result<(TeamWithMembers, u64)> {
+    let tx = Tx::begin(state, caller).await?;
+    let changed = add_team_member_in(&tx, caller, org_id, team_id, user_id).await?;
+    Ok((changed, tx.commit().await?))
+}
+
+/// Adds a team member inside the change `tx` (see [`add_team_member`]).
+pub async fn add_team_member_in(
+    tx: &Tx,
+    caller: &Caller,
+    org_id: &str,
+    team_id: &str,
+    user_id: &str,
+) -> Result<TeamWithMembers> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = rules::id("user_id", user_id)?;
-    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
-    let team = team_in_org(&tx, &org_id, team_id).await?;
+    let team = team_in_org(tx, &org_id, team_id).await?;
     if identity::membership(conn, &org_id, user_id)
         .await?
         .is_none()
@@ -149,9 +165,14 @@ pub async fn add_team_member(
         created_at: now_ms(),
     };
     identity::insert(conn, row.into_active_model()).await?;
-    tx.invalidate(Target::User, user_id);
+    tx.changed(Changed::TeamMember {
+        organization_id: &org_id,
+        team_id: &team.id,
+        user_id,
+    })
+    .await?;
     audit::record(
-        &tx,
+        tx,
         &Actor::of(caller),
         Change {
             organization_id: Some(&org_id),
@@ -160,10 +181,9 @@ pub async fn add_team_member(
             target_id: &team.id,
             details: json!({ "user_id": user_id }),
         },
-    )
-    .await?;
+    );
     let members = teams::team_member_ids(conn, &team.id).await?;
-    Ok(((team, members), tx.commit().await?))
+    Ok((team, members))
 }
 
 /// Removes a user from a team (admins only); grants through the team go with it.
@@ -174,12 +194,24 @@ pub async fn remove_team_member(
     team_id: &str,
     user_id: &str,
 ) -> Result<(TeamWithMembers, u64)> {
+    let tx = Tx::begin(state, caller).await?;
+    let changed = remove_team_member_in(&tx, caller, org_id, team_id, user_id).await?;
+    Ok((changed, tx.commit().await?))
+}
+
+/// Removes a team member inside the change `tx` (see [`remove_team_member`]).
+pub async fn remove_team_member_in(
+    tx: &Tx,
+    caller: &Caller,
+    org_id: &str,
+    team_id: &str,
+    user_id: &str,
+) -> Result<TeamWithMembers> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = rules::id("user_id", user_id)?;
-    let tx = Tx::begin(state, caller).await?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
-    let team = team_in_org(&tx, &org_id, team_id).await?;
+    let team = team_in_org(tx, &org_id, team_id).await?;
     if !teams::is_team_member(conn, &team.id, user_id).await? {
         return Err(Error::NotFound(format!(
             "user `{user_id}` is not in team `{}`",
@@ -187,9 +219,14 @@ pub async fn remove_team_member(
         )));
     }
     teams::delete_team_member(conn, &team.id, user_id).await?;
-    tx.invalidate(Target::User, user_id);
+    tx.changed(Changed::TeamMember {
+        organization_id: &org_id,
+        team_id: &team.id,
+        user_id,
+    })
+    .await?;
     audit::record(
-        &tx,
+        tx,
         &Actor::of(caller),
         Change {
             organization_id: Some(&org_id),
@@ -198,8 +235,7 @@ pub async fn remove_team_member(
             target_id: &team.id,
             details: json!({ "user_id": user_id }),
         },
-    )
-    .await?;
+    );
     let members = teams::team_member_ids(conn, &team.id).await?;
-    Ok(((team, members), tx.commit().await?))
+    Ok((team, members))
 }

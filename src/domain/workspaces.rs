@@ -10,8 +10,8 @@ use super::{
     access::{self, scope_to_json, subjects_of},
     audit::{self, Actor, Change},
     authorize::{self, GrantChange},
+    change::{Changed, Tx},
     rules::{self, Plan},
-    tx::{Target, Tx},
 };
 use crate::{
     auth::{Caller, PrincipalId},
@@ -109,7 +109,7 @@ pub async fn create_workspace(
         };
         identity::insert(conn, creator.into_active_model()).await?;
     }
-    tx.invalidate(Target::Workspace, &ws.id);
+    tx.changed(Changed::Workspace(&ws.id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -120,8 +120,7 @@ pub async fn create_workspace(
             target_id: &ws.id,
             details: json!({ "key": ws.key, "name": ws.name }),
         },
-    )
-    .await?;
+    );
     Ok((ws, tx.commit().await?))
 }
 
@@ -213,8 +212,7 @@ pub async fn update_workspace(
             target_id: &ws.id,
             details: json!({ "before": before, "after": { "key": ws.key, "name": ws.name } }),
         },
-    )
-    .await?;
+    );
     Ok((ws, tx.commit().await?))
 }
 
@@ -253,11 +251,11 @@ pub async fn delete_workspace(
             revoked,
         )
         .await?;
-        tx.invalidate(Target::Key, &key_id);
+        tx.changed(Changed::Key(&key_id)).await?;
     }
     workspaces::delete_workspace(conn, &ws.id).await?;
-    tx.invalidate(Target::Workspace, &ws.id);
-    tx.invalidate(Target::ResourceTags, &ws.id);
+    tx.changed(Changed::Workspace(&ws.id)).await?;
+    tx.changed(Changed::ResourceTags(&ws.id)).await?;
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -268,8 +266,7 @@ pub async fn delete_workspace(
             target_id: &ws.id,
             details: json!({ "key": ws.key, "revoked_keys": revoked_keys }),
         },
-    )
-    .await?;
+    );
     tx.commit().await
 }
 
@@ -449,17 +446,30 @@ pub async fn grant_access(
     role: &str,
     scope: ScopeInput,
 ) -> Result<(grant::Model, u64)> {
+    let tx = Tx::begin(state, caller).await?;
+    let row = grant_in(&tx, caller, workspace_id, subject, role, scope).await?;
+    Ok((row, tx.commit().await?))
+}
+
+/// Grants a role inside the change `tx` (see [`grant_access`]).
+pub async fn grant_in(
+    tx: &Tx,
+    caller: &Caller,
+    workspace_id: &str,
+    subject: Option<Subject>,
+    role: &str,
+    scope: ScopeInput,
+) -> Result<grant::Model> {
     let subject = subject
         .ok_or_else(|| Error::invalid("subject", "must name a user, team or service account"))?;
     if subject.parts().1.is_empty() {
         return Err(Error::invalid("subject", "id is required"));
     }
-    let tx = Tx::begin(state, caller).await?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
-    validate_subject(&tx, caller, &ws.organization_id, &subject).await?;
-    let role = resolve_role(&tx, &ws.organization_id, role).await?;
-    let scope = validate_scope(&tx, &ws, scope).await?;
+    validate_subject(tx, caller, &ws.organization_id, &subject).await?;
+    let role = resolve_role(tx, &ws.organization_id, role).await?;
+    let scope = validate_scope(tx, &ws, scope).await?;
     authorize::may_change_grant(
         tx.conn(),
         caller,
@@ -498,9 +508,14 @@ pub async fn grant_access(
         created_at: now_ms(),
     };
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
-    tx.invalidate(Target::Workspace, &ws.id);
+    tx.changed(Changed::Grant {
+        workspace_id: &ws.id,
+        subject_type,
+        subject_id,
+    })
+    .await?;
     audit::record(
-        &tx,
+        tx,
         &Actor::of(caller),
         Change {
             organization_id: Some(&ws.organization_id),
@@ -514,9 +529,8 @@ pub async fn grant_access(
                 "scope": row.scope.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
             }),
         },
-    )
-    .await?;
-    Ok((row, tx.commit().await?))
+    );
+    Ok(row)
 }
 
 /// Revokes a grant (`roles:manage`). The owner's admin grant on their default
@@ -527,8 +541,14 @@ pub async fn revoke_access(
     workspace_id: &str,
     grant_id: &str,
 ) -> Result<u64> {
-    let grant_id = rules::id("grant_id", grant_id)?;
     let tx = Tx::begin(state, caller).await?;
+    revoke_in(&tx, caller, workspace_id, grant_id).await?;
+    tx.commit().await
+}
+
+/// Revokes a grant inside the change `tx` (see [`revoke_access`]).
+pub async fn revoke_in(tx: &Tx, caller: &Caller, workspace_id: &str, grant_id: &str) -> Result<()> {
+    let grant_id = rules::id("grant_id", grant_id)?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
     let hidden = authorize::hidden_accounts(tx.conn(), caller).await?;
@@ -563,9 +583,14 @@ pub async fn revoke_access(
         ));
     }
     workspaces::delete_grant(tx.conn(), &row.id).await?;
-    tx.invalidate(Target::Workspace, &ws.id);
+    tx.changed(Changed::Grant {
+        workspace_id: &ws.id,
+        subject_type: &row.subject_type,
+        subject_id: &row.subject_id,
+    })
+    .await?;
     audit::record(
-        &tx,
+        tx,
         &Actor::of(caller),
         Change {
             organization_id: Some(&ws.organization_id),
@@ -578,9 +603,8 @@ pub async fn revoke_access(
                 "role": row.role,
             }),
         },
-    )
-    .await?;
-    tx.commit().await
+    );
+    Ok(())
 }
 
 /// Grants of a workspace (`members:read`). Filtered by a user, it lists the

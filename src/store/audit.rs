@@ -1,6 +1,9 @@
 //! Repository functions for the audit log.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 
 use super::{StoreResult, entity::audit_event};
 
@@ -50,4 +53,18 @@ pub async fn events<C: ConnectionTrait>(
         .limit(limit)
         .all(conn)
         .await?)
+}
+
+/// Inserts events (those of one change, inside its transaction).
+pub async fn insert_all<C: ConnectionTrait>(
+    conn: &C,
+    events: Vec<audit_event::Model>,
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    audit_event::Entity::insert_many(events.into_iter().map(IntoActiveModel::into_active_model))
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
 }

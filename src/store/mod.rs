@@ -1,12 +1,19 @@
 //! Storage: sea-orm entities, migrations and the repository functions that are
 //! the only place SQL is built. One code path serves SQLite and PostgreSQL.
 //!
-//! Every change runs in one [`WriteTx`], whose first statement advances the
-//! global revision. Taking the revision row first serializes writers in commit
-//! order (PostgreSQL row lock, SQLite write lock), so a reader that sees
+//! Every change runs in one [`WriteTx`] and is published by
+//! [`WriteTx::commit`]: it advances the global revision, appends the change's
+//! row to the change log (and its audit events), and commits. On PostgreSQL
+//! the revision row is taken only there, so it is locked from the advance to
+//! the commit and no longer: writers do their work side by side and take
+//! turns only to publish. SQLite has one writer at a time anyway; there the
+//! row is advanced first, which takes the write lock before anything is read
+//! (a transaction that read first could not become a writer). Either way
+//! revisions commit in their order, without gaps, so a reader that sees
 //! revision `r` sees every change up to `r`.
 
 pub mod audit;
+pub mod changes;
 pub mod entity;
 pub mod identity;
 pub mod keys;
@@ -226,11 +233,23 @@ impl Reads for DatabaseTransaction {
     const FOR_CHANGE: bool = true;
 }
 
-/// A transaction that has already advanced the revision; commit to publish it.
+/// A write transaction; [`WriteTx::commit`] publishes it under a new revision.
 pub struct WriteTx {
     txn: DatabaseTransaction,
-    revision: u64,
     _turn: WritePermit,
+}
+
+/// What a committed change publishes besides its data: its change-log row
+/// (the revision is filled in) and its audit events (each given the revision).
+#[derive(Debug)]
+pub struct Publication {
+    /// The log row; `revision` is set on commit.
+    pub log: entity::change_log::Model,
+    /// Audit events; `revision` is set on commit.
+    pub audit: Vec<entity::audit_event::Model>,
+    /// A channel to `NOTIFY` with the revision (PostgreSQL), waking other
+    /// replicas' followers.
+    pub notify: Option<&'static str>,
 }
 
 impl Store {
@@ -325,23 +344,16 @@ impl Store {
     }
 
     /// Opens a write transaction of `tenant` (an organization's id; 0 for
-    /// the command-line tools) once the write gate lets it, and advances the
-    /// revision as its first statement.
+    /// the command-line tools) once the write gate lets it. On SQLite the
+    /// revision is advanced as the first statement (see the module's notes).
     pub async fn write(&self, tenant: u128) -> StoreResult<WriteTx> {
         let turn = self.gate.enter(tenant).await?;
         let txn = self.db.begin().await?;
-        let backend = txn.get_database_backend();
-        txn.execute_raw(Statement::from_string(
-            backend,
-            "UPDATE revision SET value = value + 1 WHERE id = 1",
-        ))
-        .await?;
-        let revision = read_revision(&txn).await?;
-        Ok(WriteTx {
-            txn,
-            revision,
-            _turn: turn,
-        })
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            txn.execute_raw(Statement::from_string(DbBackend::Sqlite, ADVANCE_REVISION))
+                .await?;
+        }
+        Ok(WriteTx { txn, _turn: turn })
     }
 
     /// The latest committed revision.
@@ -368,21 +380,57 @@ async fn read_revision<C: ConnectionTrait>(conn: &C) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| StoreError::Internal("negative revision".into()))
 }
 
-impl WriteTx {
-    /// The revision this transaction publishes.
-    pub fn revision(&self) -> u64 {
-        self.revision
-    }
+/// Advances the revision row (`RETURNING` the new value on PostgreSQL).
+const ADVANCE_REVISION: &str = "UPDATE revision SET value = value + 1 WHERE id = 1";
 
+impl WriteTx {
     /// The transaction, for repository functions.
     pub fn conn(&self) -> &DatabaseTransaction {
         &self.txn
     }
 
-    /// Commits and returns the published revision.
-    pub async fn commit(self) -> StoreResult<u64> {
+    /// Publishes the change: advances the revision (on PostgreSQL the
+    /// revision row stays locked from here to the commit), appends its log
+    /// row and audit events, notifies, commits; returns the revision.
+    pub async fn commit(self, mut publication: Publication) -> StoreResult<u64> {
+        let revision = match self.txn.get_database_backend() {
+            DbBackend::Postgres => {
+                let row = self
+                    .txn
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        format!("{ADVANCE_REVISION} RETURNING value"),
+                    ))
+                    .await?
+                    .ok_or_else(|| StoreError::Internal("revision row is missing".into()))?;
+                let value: i64 = row.try_get("", "value")?;
+                u64::try_from(value)
+                    .map_err(|_| StoreError::Internal("negative revision".into()))?
+            }
+            _ => read_revision(&self.txn).await?,
+        };
+        let signed = i64::try_from(revision).unwrap_or(i64::MAX);
+        if !publication.audit.is_empty() {
+            for event in &mut publication.audit {
+                event.revision = signed;
+            }
+            audit::insert_all(&self.txn, publication.audit).await?;
+        }
+        publication.log.revision = signed;
+        changes::append(&self.txn, publication.log).await?;
+        if let Some(channel) = publication.notify
+            && self.txn.get_database_backend() == DbBackend::Postgres
+        {
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [channel.into(), revision.to_string().into()],
+                ))
+                .await?;
+        }
         self.txn.commit().await?;
-        Ok(self.revision)
+        Ok(revision)
     }
 }
 

@@ -1581,11 +1581,15 @@ impl Attacker {
         let versions: Vec<&Row> = change.before.iter().chain(change.after.iter()).collect();
         let get = |row: &Row, c: &str| row.get(c).cloned().flatten().unwrap_or_default();
         let mut reasons = Vec::new();
-        let own_audit = change.table == "audit_events"
-            && change.before.is_none()
-            && versions
-                .iter()
-                .all(|r| get(r, "actor_id") == self.principal);
+        // The change's own bookkeeping: its audit events (by the attacker)
+        // and its row of the change log (of the attacker's organization,
+        // checked below like every row).
+        let own_audit = change.before.is_none()
+            && (change.table == "change_log"
+                || change.table == "audit_events"
+                    && versions
+                        .iter()
+                        .all(|r| get(r, "actor_id") == self.principal));
         if versions
             .iter()
             .any(|r| owner(&change.table, r, owners).as_deref() != Some(self.organization.as_str()))
@@ -2337,7 +2341,7 @@ impl<'a> Arena<'a> {
     /// server (with PostgreSQL, a new listener connection each time).
     async fn empty_caches(&mut self) {
         let state = &self.live.state;
-        state.apply_changes(state.applied_revision(), &[Invalidation::All]);
+        state.invalidate(&[Invalidation::All]);
     }
 
     /// Adds a remark to the report.

@@ -219,9 +219,8 @@ pub async fn launch(
     }
 }
 
-/// Waits until a PostgreSQL server's change listener listens. It drops every
-/// cache when it starts (what happened before is unknown), so a test that
-/// warms a cache first is not undone by a listener that connects late.
+/// Waits until a PostgreSQL server's change listener listens, so that a
+/// test's changes wake the other replicas' log readers at once.
 pub async fn wait_for_change_listener(state: &AppState) {
     let started = std::time::Instant::now();
     while !state
@@ -794,7 +793,7 @@ impl TestServer {
 }
 
 /// Blocks every write: a transaction of the test's own holds the revision row,
-/// which every change takes first. Reads go on.
+/// which every change takes to commit (first, on SQLite). Reads go on.
 pub struct WriteBlock {
     txn: sea_orm::DatabaseTransaction,
     db: sea_orm::DatabaseConnection,

@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod application;
 pub mod audit_event;
+pub mod change_log;
 pub mod grant;
 pub mod invite;
 pub mod membership;

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_identity;
 mod m0002_workspaces;
 mod m0003_platform;
+mod m0004_change_log;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_identity::Migration),
             Box::new(m0002_workspaces::Migration),
             Box::new(m0003_platform::Migration),
+            Box::new(m0004_change_log::Migration),
         ]
     }
 }

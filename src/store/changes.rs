@@ -1,0 +1,75 @@
+//! Repository functions for the change log.
+
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::{StoreResult, entity::change_log};
+
+/// Appends a change (inside the transaction that makes it).
+pub async fn append<C: ConnectionTrait>(conn: &C, row: change_log::Model) -> StoreResult<()> {
+    change_log::Entity::insert(row.into_active_model())
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` changes after `revision`, oldest first.
+pub async fn after<C: ConnectionTrait>(
+    conn: &C,
+    revision: u64,
+    limit: u64,
+) -> StoreResult<Vec<change_log::Model>> {
+    Ok(change_log::Entity::find()
+        .filter(change_log::Column::Revision.gt(signed(revision)))
+        .order_by_asc(change_log::Column::Revision)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// Up to `limit` changes of one organization after `revision`, oldest first.
+pub async fn of_organization_after<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    revision: u64,
+    limit: u64,
+) -> StoreResult<Vec<change_log::Model>> {
+    Ok(change_log::Entity::find()
+        .filter(change_log::Column::OrganizationId.eq(org_id))
+        .filter(change_log::Column::Revision.gt(signed(revision)))
+        .order_by_asc(change_log::Column::Revision)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// The oldest revision the log still holds, if it holds any.
+pub async fn oldest<C: ConnectionTrait>(conn: &C) -> StoreResult<Option<u64>> {
+    let row = change_log::Entity::find()
+        .order_by_asc(change_log::Column::Revision)
+        .limit(1)
+        .one(conn)
+        .await?;
+    Ok(row.and_then(|r| u64::try_from(r.revision).ok()))
+}
+
+/// Deletes the changes at or below `through` and those created before
+/// `before_ms`; returns how many were deleted. Idempotent, so replicas may
+/// trim together.
+pub async fn trim<C: ConnectionTrait>(conn: &C, through: u64, before_ms: i64) -> StoreResult<u64> {
+    let result = change_log::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(change_log::Column::Revision.lte(signed(through)))
+                .add(change_log::Column::CreatedAt.lt(before_ms)),
+        )
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+fn signed(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
