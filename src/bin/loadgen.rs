@@ -673,6 +673,106 @@ fn print_shares(reports: &[Report]) {
     }
 }
 
+/// Changes: single-row writes (`SetResourceTags`, a new resource each time)
+/// at 1, 16 and 64 in flight; then batches of 1,000 grants
+/// (`BatchWriteAccess`, each into a workspace made for it first).
+async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
+    let server = start_server(url, &[]);
+    let chans = channels(&server.addr, args.connections).await;
+    let key = Arc::new(seeded.key.clone());
+    let workspaces = Arc::new(seeded.workspaces.clone());
+    let mut reports = Vec::new();
+    for (round, concurrency) in [1, 16, 64].into_iter().enumerate() {
+        let (chans, key, workspaces) = (chans.clone(), key.clone(), workspaces.clone());
+        reports.push(
+            drive(
+                "write (SetResourceTags)",
+                args,
+                concurrency,
+                1,
+                move |w, i| {
+                    let mut c = WorkspaceServiceClient::new(chans[w % chans.len()].clone());
+                    let mut rng = Rng::new((w as u64) << 32 | i);
+                    let req = authed(
+                        pb::SetResourceTagsRequest {
+                            workspace_id: workspaces[rng.below(workspaces.len())].clone(),
+                            resource_type: "datasets".into(),
+                            resource_id: format!("bench-{round}-{w}-{i}"),
+                            tags: vec![pb::Tag {
+                                key: "team".into(),
+                                value: "bench".into(),
+                            }],
+                        },
+                        &key,
+                    );
+                    async move { c.set_resource_tags(req).await.is_ok() }
+                },
+            )
+            .await,
+        );
+    }
+    const BATCH: usize = 1000;
+    let users: Arc<Vec<String>> = Arc::new(seeded.users.iter().take(BATCH).cloned().collect());
+    for concurrency in [1, 4] {
+        let (chans, key, users) = (chans.clone(), key.clone(), users.clone());
+        reports.push(
+            drive(
+                "batch write (1,000 grants)",
+                args,
+                concurrency,
+                users.len() as u64,
+                move |w, i| {
+                    let chan = chans[w % chans.len()].clone();
+                    let (key, users) = (key.clone(), users.clone());
+                    async move {
+                        let Ok(made) = WorkspaceServiceClient::new(chan.clone())
+                            .create_workspace(authed(
+                                pb::CreateWorkspaceRequest {
+                                    key: format!("batch-{concurrency}-{w}-{i}"),
+                                    ..Default::default()
+                                },
+                                &key,
+                            ))
+                            .await
+                        else {
+                            return false;
+                        };
+                        let ws = made
+                            .into_inner()
+                            .workspace
+                            .map(|w| w.id)
+                            .unwrap_or_default();
+                        let operations = users
+                            .iter()
+                            .map(|u| pb::AccessOperation {
+                                operation: Some(pb::access_operation::Operation::Grant(
+                                    pb::GrantAccessRequest {
+                                        workspace_id: ws.clone(),
+                                        subject: Some(pb::Subject {
+                                            kind: Some(pb::subject::Kind::UserId(u.clone())),
+                                        }),
+                                        role: "WORKSPACE_VIEWER".into(),
+                                        scope: None,
+                                    },
+                                )),
+                            })
+                            .collect();
+                        WorkspaceServiceClient::new(chan)
+                            .batch_write_access(authed(
+                                pb::BatchWriteAccessRequest { operations },
+                                &key,
+                            ))
+                            .await
+                            .is_ok()
+                    }
+                },
+            )
+            .await,
+        );
+    }
+    reports
+}
+
 async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
     let a = start_server(url, &[]);
     let b = start_server(url, &[]);
@@ -1095,6 +1195,9 @@ async fn main() {
             )
             .await,
         );
+    }
+    if wanted.contains(&"writes") {
+        reports.extend(writes(&args, &url, &seeded).await);
     }
     if wanted.contains(&"revocation") && args.postgres.is_some() {
         match revocation(&args, &url, &seeded).await {
