@@ -117,10 +117,10 @@ const SQLITE_CONNECTIONS: u32 = 8;
 /// Hashed slots of the per-tenant write gates.
 const TENANT_GATES: usize = 1024;
 
-/// Admission of write transactions. Writers take the revision row first and
-/// so run one after another; a writer waiting for its turn waits here, in
+/// Admission of write transactions. Writers take turns on the revision row
+/// to publish (for the whole transaction on SQLite); a writer waiting for its turn waits here, in
 /// the process, not on the database with a connection of the pool that reads
-/// need. At most a quarter of the pool writes at once, and each tenant
+/// need. At most half of the pool writes at once, and each tenant
 /// (organization) has at most a few writers past the gate, so one tenant's
 /// queue of writes neither drains the pool nor stands in front of every
 /// other tenant's: the shared gate is first come, first served among at most
@@ -153,7 +153,7 @@ impl WriteLoad {
 
 impl WriteGate {
     fn new(connections: u32) -> Self {
-        let all = (connections / 4).max(1) as usize;
+        let all = (connections / 2).max(1) as usize;
         let per_tenant = (all / 2).max(1);
         Self {
             all: Arc::new(Semaphore::new(all)),
@@ -389,49 +389,97 @@ impl WriteTx {
         &self.txn
     }
 
-    /// Publishes the change: advances the revision (on PostgreSQL the
-    /// revision row stays locked from here to the commit), appends its log
-    /// row and audit events, notifies, commits; returns the revision.
+    /// Publishes the change: advances the revision, appends its log row and
+    /// audit events, notifies, commits; returns the revision. On PostgreSQL
+    /// all but the commit is one statement, so the revision row is locked
+    /// for one round trip and the commit, no longer.
     pub async fn commit(self, mut publication: Publication) -> StoreResult<u64> {
         let revision = match self.txn.get_database_backend() {
-            DbBackend::Postgres => {
-                let row = self
-                    .txn
-                    .query_one_raw(Statement::from_string(
-                        DbBackend::Postgres,
-                        format!("{ADVANCE_REVISION} RETURNING value"),
-                    ))
-                    .await?
-                    .ok_or_else(|| StoreError::Internal("revision row is missing".into()))?;
-                let value: i64 = row.try_get("", "value")?;
-                u64::try_from(value)
-                    .map_err(|_| StoreError::Internal("negative revision".into()))?
+            DbBackend::Postgres => publish_postgres(&self.txn, publication).await?,
+            _ => {
+                let revision = read_revision(&self.txn).await?;
+                let signed = i64::try_from(revision).unwrap_or(i64::MAX);
+                for event in &mut publication.audit {
+                    event.revision = signed;
+                }
+                audit::insert_all(&self.txn, publication.audit).await?;
+                publication.log.revision = signed;
+                changes::append(&self.txn, publication.log).await?;
+                revision
             }
-            _ => read_revision(&self.txn).await?,
         };
-        let signed = i64::try_from(revision).unwrap_or(i64::MAX);
-        if !publication.audit.is_empty() {
-            for event in &mut publication.audit {
-                event.revision = signed;
-            }
-            audit::insert_all(&self.txn, publication.audit).await?;
-        }
-        publication.log.revision = signed;
-        changes::append(&self.txn, publication.log).await?;
-        if let Some(channel) = publication.notify
-            && self.txn.get_database_backend() == DbBackend::Postgres
-        {
-            self.txn
-                .execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT pg_notify($1, $2)",
-                    [channel.into(), revision.to_string().into()],
-                ))
-                .await?;
-        }
         self.txn.commit().await?;
         Ok(revision)
     }
+}
+
+/// Advances the revision and writes what a change publishes in one
+/// statement (data-modifying CTEs); returns the revision.
+async fn publish_postgres(txn: &DatabaseTransaction, p: Publication) -> StoreResult<u64> {
+    use sea_orm::Value;
+    let mut values: Vec<Value> = vec![
+        p.log.organization_id.into(),
+        p.log.created_at.into(),
+        p.log.invalidations.into(),
+        p.log.events.into(),
+        p.notify.unwrap_or("").into(),
+    ];
+    let mut sql = format!(
+        "WITH r AS ({ADVANCE_REVISION} RETURNING value), \
+         l AS (INSERT INTO change_log (revision, organization_id, created_at, invalidations, events) \
+               SELECT value, $1, $2, $3, $4 FROM r)"
+    );
+    if !p.audit.is_empty() {
+        let mut rows = Vec::with_capacity(p.audit.len());
+        for e in p.audit {
+            let n = values.len();
+            rows.push(format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}::bigint)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8,
+                n + 9,
+                n + 10
+            ));
+            values.extend([
+                e.id.into(),
+                e.organization_id.into(),
+                e.actor_type.into(),
+                e.actor_id.into(),
+                e.acting_for_user_id.into(),
+                e.action.into(),
+                e.target_type.into(),
+                e.target_id.into(),
+                e.details.into(),
+                e.created_at.into(),
+            ]);
+        }
+        sql.push_str(&format!(
+            ", a AS (INSERT INTO audit_events (id, organization_id, actor_type, actor_id, \
+               acting_for_user_id, action, target_type, target_id, details, created_at, revision) \
+               SELECT v.*, r.value FROM r, (VALUES {}) AS v)",
+            rows.join(", ")
+        ));
+    }
+    // An empty channel notifies nobody (`pg_notify` refuses it): skip it.
+    sql.push_str(
+        " SELECT value, CASE WHEN $5 = '' THEN NULL ELSE pg_notify($5, value::text) END AS notified FROM r",
+    );
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?
+        .ok_or_else(|| StoreError::Internal("revision row is missing".into()))?;
+    let value: i64 = row.try_get("", "value")?;
+    u64::try_from(value).map_err(|_| StoreError::Internal("negative revision".into()))
 }
 
 /// Milliseconds since the Unix epoch.
