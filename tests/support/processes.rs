@@ -90,6 +90,28 @@ impl Serve {
         }
     }
 
+    /// Starts `serve` on free ports against the database at `url` (a pooler
+    /// in front of a test database, say) with extra flags, its log (stderr)
+    /// going to `log`.
+    pub fn start_url(url: &str, extra: &[&str], log: impl Into<Stdio>) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &addr, "--database-url", url])
+            .args(["--metrics-listen", &metrics_addr])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            metrics_addr,
+            log: None,
+        }
+    }
+
     /// Connects a channel, retrying until the server accepts.
     pub async fn channel(&self) -> tonic::transport::Channel {
         let deadline = Instant::now() + Duration::from_secs(20);
