@@ -27,8 +27,9 @@ use portcullis::proto::v1::{
     identity_service_client::IdentityServiceClient,
     workspace_service_client::WorkspaceServiceClient,
 };
-use processes::{Serve, authed, bootstrap, free_port};
-use tonic::transport::Channel;
+use processes::{
+    Serve, authed, bootstrap, check, check_request, create_workspace, free_port, grant, new_member,
+};
 
 /// The revision poll of both replicas: the only way a change made on one
 /// reaches the other, as they do not listen for notifications.
@@ -243,112 +244,6 @@ impl Drop for Replica {
             );
         }
     }
-}
-
-async fn new_member(
-    identity: &mut IdentityServiceClient<Channel>,
-    key: &str,
-    name: &str,
-) -> (String, String) {
-    let user = identity
-        .create_user(authed(
-            pb::CreateUserRequest {
-                external_subject: format!("idp|{name}"),
-                email: format!("{name}@pooled.test"),
-            },
-            key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let member = identity
-        .add_member(authed(
-            pb::AddMemberRequest {
-                user_id: user.id.clone(),
-                role: pb::OrgRole::OrgUser as i32,
-                ..Default::default()
-            },
-            key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
-    (user.id, member.default_workspace_id)
-}
-
-async fn create_workspace(
-    workspaces: &mut WorkspaceServiceClient<Channel>,
-    key: &str,
-    slug: &str,
-) -> pb::Workspace {
-    workspaces
-        .create_workspace(authed(
-            pb::CreateWorkspaceRequest {
-                key: slug.into(),
-                ..Default::default()
-            },
-            key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .workspace
-        .unwrap()
-}
-
-async fn grant(
-    workspaces: &mut WorkspaceServiceClient<Channel>,
-    key: &str,
-    workspace: &str,
-    user: &str,
-    role: &str,
-) -> pb::GrantAccessResponse {
-    workspaces
-        .grant_access(authed(
-            pb::GrantAccessRequest {
-                workspace_id: workspace.to_owned(),
-                subject: Some(pb::Subject {
-                    kind: Some(pb::subject::Kind::UserId(user.to_owned())),
-                }),
-                role: role.into(),
-                scope: None,
-            },
-            key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn check_request(user: &str, workspace: &str, permission: &str) -> pb::CheckRequest {
-    pb::CheckRequest {
-        principal: Some(pb::CheckPrincipal {
-            kind: Some(pb::check_principal::Kind::UserId(user.to_owned())),
-        }),
-        workspace_id: workspace.to_owned(),
-        permission: permission.to_owned(),
-        ..Default::default()
-    }
-}
-
-async fn check(
-    client: &mut CheckServiceClient<Channel>,
-    key: &str,
-    req: pb::CheckRequest,
-) -> pb::CheckResponse {
-    client
-        .check(authed(req, key, &[]))
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 /// The change log's rows, read directly: what each change invalidated.

@@ -16,7 +16,9 @@ use portcullis::proto::v1::{
     identity_service_client::IdentityServiceClient,
     workspace_service_client::WorkspaceServiceClient,
 };
-use processes::{Serve, authed, bootstrap};
+use processes::{
+    Serve, authed, bootstrap, check, check_request, create_workspace, grant, new_member,
+};
 use tonic::transport::Channel;
 
 /// Slow fallbacks, so only notifications can explain a prompt invalidation.
@@ -38,65 +40,12 @@ async fn two_replicas() -> Setup {
     Setup { db, key, a, b }
 }
 
-async fn new_member(
-    identity: &mut IdentityServiceClient<Channel>,
-    key: &str,
-    name: &str,
-) -> (String, String) {
-    let user = identity
-        .create_user(authed(
-            pb::CreateUserRequest {
-                external_subject: format!("idp|{name}"),
-                email: format!("{name}@replicas.test"),
-            },
-            key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let member = identity
-        .add_member(authed(
-            pb::AddMemberRequest {
-                user_id: user.id.clone(),
-                role: pb::OrgRole::OrgUser as i32,
-                ..Default::default()
-            },
-            key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
-    (user.id, member.default_workspace_id)
-}
-
-fn check_request(user: &str, workspace: &str, permission: &str) -> pb::CheckRequest {
-    pb::CheckRequest {
-        principal: Some(pb::CheckPrincipal {
-            kind: Some(pb::check_principal::Kind::UserId(user.to_owned())),
-        }),
-        workspace_id: workspace.to_owned(),
-        permission: permission.to_owned(),
-        ..Default::default()
-    }
-}
-
 async fn allowed(
-    check: &mut CheckServiceClient<Channel>,
+    client: &mut CheckServiceClient<Channel>,
     key: &str,
     req: pb::CheckRequest,
 ) -> bool {
-    check
-        .check(authed(req, key, &[]))
-        .await
-        .unwrap()
-        .into_inner()
-        .allowed
+    check(client, key, req).await.allowed
 }
 
 /// Polls `probe` until it returns `want`, for at most 10 s; returns how long it took.
@@ -127,36 +76,8 @@ async fn a_grant_revoked_on_one_replica_is_denied_on_the_other() {
     let mut check_b = CheckServiceClient::new(cb.clone());
 
     let (ann, _) = new_member(&mut identity_a, &s.key, "ann").await;
-    let ws = workspaces_a
-        .create_workspace(authed(
-            pb::CreateWorkspaceRequest {
-                key: "shared".into(),
-                ..Default::default()
-            },
-            &s.key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .workspace
-        .unwrap();
-    let grant = workspaces_a
-        .grant_access(authed(
-            pb::GrantAccessRequest {
-                workspace_id: ws.id.clone(),
-                subject: Some(pb::Subject {
-                    kind: Some(pb::subject::Kind::UserId(ann.clone())),
-                }),
-                role: "WORKSPACE_VIEWER".into(),
-                scope: None,
-            },
-            &s.key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let ws = create_workspace(&mut workspaces_a, &s.key, "shared").await;
+    let grant = grant(&mut workspaces_a, &s.key, &ws.id, &ann, "WORKSPACE_VIEWER").await;
 
     // B caches Ann's set: allowed, and again from the cache.
     let req = check_request(&ann, &ws.id, "datasets:read");
@@ -301,36 +222,8 @@ async fn killing_the_change_listener_under_load_flushes_nothing() {
 
     let (ann, _) = new_member(&mut identity_a, &s.key, "dee").await;
     let (bob, bob_home) = new_member(&mut identity_a, &s.key, "eve").await;
-    let ws = workspaces_a
-        .create_workspace(authed(
-            pb::CreateWorkspaceRequest {
-                key: "listened".into(),
-                ..Default::default()
-            },
-            &s.key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .workspace
-        .unwrap();
-    let grant = workspaces_a
-        .grant_access(authed(
-            pb::GrantAccessRequest {
-                workspace_id: ws.id.clone(),
-                subject: Some(pb::Subject {
-                    kind: Some(pb::subject::Kind::UserId(ann.clone())),
-                }),
-                role: "WORKSPACE_VIEWER".into(),
-                scope: None,
-            },
-            &s.key,
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let ws = create_workspace(&mut workspaces_a, &s.key, "listened").await;
+    let grant = grant(&mut workspaces_a, &s.key, &ws.id, &ann, "WORKSPACE_VIEWER").await;
     let ann_req = check_request(&ann, &ws.id, "datasets:read");
     let fresh = pb::CheckRequest {
         at_least_revision: grant.revision,

@@ -8,6 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use portcullis::proto::v1::{
+    self as pb, check_service_client::CheckServiceClient,
+    identity_service_client::IdentityServiceClient,
+    workspace_service_client::WorkspaceServiceClient,
+};
+use tonic::transport::Channel;
+
 use super::harness::TestDb;
 
 /// The `portcullis` binary under test.
@@ -71,35 +78,24 @@ impl Serve {
         env: &[(&str, &str)],
         log: impl Into<Stdio>,
     ) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &addr, "--database-url", &db.url])
-            .args(["--metrics-listen", &metrics_addr])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            addr,
-            metrics_addr,
-            log: None,
-        }
+        Self::launch(&db.url, extra, env, log)
     }
 
     /// Starts `serve` on free ports against the database at `url` (a pooler
     /// in front of a test database, say) with extra flags, its log (stderr)
     /// going to `log`.
     pub fn start_url(url: &str, extra: &[&str], log: impl Into<Stdio>) -> Self {
+        Self::launch(url, extra, &[], log)
+    }
+
+    fn launch(url: &str, extra: &[&str], env: &[(&str, &str)], log: impl Into<Stdio>) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(BIN)
             .args(["serve", "--listen", &addr, "--database-url", url])
             .args(["--metrics-listen", &metrics_addr])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -185,4 +181,118 @@ pub fn authed<T>(msg: T, key: &str, extra: &[(&'static str, &str)]) -> tonic::Re
         req.metadata_mut().insert(*k, v.parse().unwrap());
     }
     req
+}
+
+// Calls the multi-process tests share.
+
+/// Registers a user (`name@processes.test`) and adds them to the key's
+/// organization as ORG_USER; returns their id and default workspace.
+pub async fn new_member(
+    identity: &mut IdentityServiceClient<Channel>,
+    key: &str,
+    name: &str,
+) -> (String, String) {
+    let user = identity
+        .create_user(authed(
+            pb::CreateUserRequest {
+                external_subject: format!("idp|{name}"),
+                email: format!("{name}@processes.test"),
+            },
+            key,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let member = identity
+        .add_member(authed(
+            pb::AddMemberRequest {
+                user_id: user.id.clone(),
+                role: pb::OrgRole::OrgUser as i32,
+                ..Default::default()
+            },
+            key,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    (user.id, member.default_workspace_id)
+}
+
+/// Creates a workspace with this key.
+pub async fn create_workspace(
+    workspaces: &mut WorkspaceServiceClient<Channel>,
+    key: &str,
+    slug: &str,
+) -> pb::Workspace {
+    workspaces
+        .create_workspace(authed(
+            pb::CreateWorkspaceRequest {
+                key: slug.into(),
+                ..Default::default()
+            },
+            key,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .workspace
+        .unwrap()
+}
+
+/// Grants `role` in `workspace` to a user.
+pub async fn grant(
+    workspaces: &mut WorkspaceServiceClient<Channel>,
+    key: &str,
+    workspace: &str,
+    user: &str,
+    role: &str,
+) -> pb::GrantAccessResponse {
+    workspaces
+        .grant_access(authed(
+            pb::GrantAccessRequest {
+                workspace_id: workspace.to_owned(),
+                subject: Some(pb::Subject {
+                    kind: Some(pb::subject::Kind::UserId(user.to_owned())),
+                }),
+                role: role.into(),
+                scope: None,
+            },
+            key,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A Check of a user's permission in a workspace.
+pub fn check_request(user: &str, workspace: &str, permission: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        principal: Some(pb::CheckPrincipal {
+            kind: Some(pb::check_principal::Kind::UserId(user.to_owned())),
+        }),
+        workspace_id: workspace.to_owned(),
+        permission: permission.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Answers a Check.
+pub async fn check(
+    client: &mut CheckServiceClient<Channel>,
+    key: &str,
+    req: pb::CheckRequest,
+) -> pb::CheckResponse {
+    client
+        .check(authed(req, key, &[]))
+        .await
+        .unwrap()
+        .into_inner()
 }
