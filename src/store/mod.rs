@@ -247,9 +247,9 @@ pub struct Publication {
     pub log: entity::change_log::Model,
     /// Audit events; `revision` is set on commit.
     pub audit: Vec<entity::audit_event::Model>,
-    /// A channel to `NOTIFY` with the revision (PostgreSQL), waking other
-    /// replicas' followers.
-    pub notify: Option<&'static str>,
+    /// The channel to `NOTIFY` with the revision (PostgreSQL), waking other
+    /// replicas' log readers.
+    pub notify: &'static str,
 }
 
 impl Store {
@@ -422,7 +422,7 @@ async fn publish_postgres(txn: &DatabaseTransaction, p: Publication) -> StoreRes
         p.log.created_at.into(),
         p.log.invalidations.into(),
         p.log.events.into(),
-        p.notify.unwrap_or("").into(),
+        p.notify.into(),
     ];
     let mut sql = format!(
         "WITH r AS ({ADVANCE_REVISION} RETURNING value), \
@@ -466,10 +466,7 @@ async fn publish_postgres(txn: &DatabaseTransaction, p: Publication) -> StoreRes
             rows.join(", ")
         ));
     }
-    // An empty channel notifies nobody (`pg_notify` refuses it): skip it.
-    sql.push_str(
-        " SELECT value, CASE WHEN $5 = '' THEN NULL ELSE pg_notify($5, value::text) END AS notified FROM r",
-    );
+    sql.push_str(" SELECT value, pg_notify($5, value::text) AS notified FROM r");
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,

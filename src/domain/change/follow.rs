@@ -88,7 +88,7 @@ async fn read_log(state: AppState) {
 }
 
 /// Applies every change in the log after the revision applied here.
-pub async fn catch_up(state: &AppState) -> StoreResult<()> {
+async fn catch_up(state: &AppState) -> StoreResult<()> {
     loop {
         let applied = state.log.applied();
         let rows = changes::after(state.store.db(), applied, READ_BATCH).await?;

@@ -153,7 +153,7 @@ impl Tx {
             .commit(Publication {
                 log,
                 audit: events,
-                notify: Some(CHANGES_CHANNEL),
+                notify: CHANGES_CHANNEL,
             })
             .await?;
         if let Some(state) = &self.state {
