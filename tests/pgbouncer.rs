@@ -1,12 +1,14 @@
 //! Two server processes behind PgBouncer in transaction pooling mode: no
 //! `LISTEN` (a pooled connection cannot keep one), no migrations through the
-//! pooler (their session advisory lock needs a session), the statement cache
-//! off. Changes still reach the other replica through the change log within
-//! the revision poll, without flushing the caches, and both replicas read and
-//! write through the pooler.
+//! pooler (their session advisory lock needs a session). sqlx's named
+//! prepared statements and their cache stay as they are: PgBouncer (1.21 and
+//! later) carries them with `max_prepared_statements`. Changes still reach
+//! the other replica through the change log within the revision poll,
+//! without flushing the caches, and both replicas read and write through the
+//! pooler.
 //!
 //! PostgreSQL only. The test starts its own `pgbouncer` (from
-//! `PORTCULLIS_PGBOUNCER`, else `/usr/sbin/pgbouncer`; `.ci/run` installs it).
+//! `PORTCULLIS_PGBOUNCER`, else the one on `PATH`; `.ci/run` builds 1.24.1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,18 +37,41 @@ use processes::{
 /// reaches the other, as they do not listen for notifications.
 const POLL: Duration = Duration::from_millis(200);
 
-/// The pgbouncer binary: `PORTCULLIS_PGBOUNCER`, else the Debian package's.
+/// The pgbouncer binary: `PORTCULLIS_PGBOUNCER`, else the one on `PATH`.
 fn pgbouncer_binary() -> PathBuf {
     let path = std::env::var_os("PORTCULLIS_PGBOUNCER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/pgbouncer"));
+        .unwrap_or_else(|| PathBuf::from("pgbouncer"));
+    let version = Command::new(&path)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): set PORTCULLIS_PGBOUNCER, or run .ci/run, which builds \
+                 PgBouncer 1.24.1",
+                path.display()
+            )
+        });
+    let version = String::from_utf8_lossy(&version.stdout);
     assert!(
-        path.is_file(),
-        "pgbouncer not found at {} (set PORTCULLIS_PGBOUNCER, or run .ci/run, which installs \
-         the Debian package `pgbouncer`)",
-        path.display()
+        supports_prepared_statements(&version),
+        "{} is {}; transaction pooling with prepared statements needs PgBouncer 1.21 or later",
+        path.display(),
+        version.lines().next().unwrap_or("of an unknown version")
     );
     path
+}
+
+/// Whether `pgbouncer --version` names 1.21 or later.
+fn supports_prepared_statements(version: &str) -> bool {
+    let number = version
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or(0))
+        .collect::<Vec<_>>();
+    matches!(number.as_slice(), [major, minor, ..] if (*major, *minor) >= (1, 21))
 }
 
 /// `host` and `port` of a `postgres://user@host:port/db` URL.
@@ -90,6 +115,7 @@ impl PgBouncer {
              pool_mode = transaction\n\
              max_client_conn = 500\n\
              default_pool_size = 20\n\
+             max_prepared_statements = 200\n\
              ignore_startup_parameters = extra_float_digits\n\
              logfile = {log}\n\
              pidfile = {pid}\n",
@@ -136,13 +162,10 @@ impl PgBouncer {
         }
     }
 
-    /// The URL of `db` through the pooler, with sqlx's statement cache off.
+    /// The URL of `db` through the pooler.
     fn url(&self, db: &TestDb) -> String {
         let name = db.url.rsplit('/').next().unwrap();
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{name}?statement-cache-capacity=0",
-            self.port
-        )
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Its log file, else (when it stopped before opening it) its stderr.
@@ -274,7 +297,6 @@ const UNREACHABLE: &str = "portcullis_cache_flushes_total{reason=\"unreachable\"
 const APPLIED: &str = "portcullis_revision_applied";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: PgBouncer 1.18 (Debian bookworm) in transaction mode cannot carry the named prepared statements sqlx always sends; needs PgBouncer >= 1.21 with max_prepared_statements"]
 async fn replicas_behind_a_transaction_pooler_follow_the_change_log() {
     let started = Instant::now();
     let db = TestDb::new(Backend::Postgres).await;
