@@ -173,7 +173,7 @@ fn cold_resolution(c: &mut Criterion) {
     c.bench_function("resolve/cold_sqlite", |b| {
         b.to_async(&rt).iter_batched(
             || {
-                state.decisions.invalidate(&Invalidation::All);
+                state.decisions.invalidate(&Invalidation::All, u64::MAX);
                 seeded.granted[rng.below(seeded.granted.len())].clone()
             },
             |(user, ws)| {

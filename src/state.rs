@@ -67,12 +67,18 @@ impl AppState {
 }
 
 impl Shared {
-    /// Drops what a change makes stale from every cache, at once.
-    pub fn invalidate(&self, changes: &[Invalidation]) {
+    /// Drops what the change published at `revision` makes stale from
+    /// every cache, at once ([`Self::flush`] drops everything).
+    pub fn invalidate(&self, changes: &[Invalidation], revision: u64) {
         for change in changes {
-            self.decisions.invalidate(change);
+            self.decisions.invalidate(change, revision);
             self.keys.invalidate(change);
         }
+    }
+
+    /// Drops every cached decision and key.
+    pub fn flush(&self) {
+        self.invalidate(&[Invalidation::All], u64::MAX);
     }
 
     /// The revision up to which every change was applied here.

@@ -533,9 +533,14 @@ impl DecisionCache {
         }
     }
 
-    /// Drops every entry a change affects, immediately.
-    pub fn invalidate(&self, what: &Invalidation) {
+    /// Drops every entry the change published at `revision` affects,
+    /// immediately, but a set loaded at or after that revision: it already
+    /// reflects the change (a set's revision is a lower bound of what it
+    /// read), as one loaded for a newer `at_least_revision` before this
+    /// replica applied the change from the log.
+    pub fn invalidate(&self, what: &Invalidation, revision: u64) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        let older = move |v: &Arc<ResolvedSet>| v.revision < revision;
         let result = match *what {
             Invalidation::All => {
                 self.sets.invalidate_all();
@@ -550,13 +555,13 @@ impl DecisionCache {
                     .workspaces
                     .invalidate_entries_if(move |_, v| v.organization == org);
                 self.sets
-                    .invalidate_entries_if(move |_, v| v.organization == Some(org))
+                    .invalidate_entries_if(move |_, v| v.organization == Some(org) && older(v))
                     .map(drop)
             }
             Invalidation::Workspace(ws) => {
                 self.workspaces.invalidate(&ws);
                 self.sets
-                    .invalidate_entries_if(move |k, _| k.workspace == ws)
+                    .invalidate_entries_if(move |k, v| k.workspace == ws && older(v))
                     .map(drop)
             }
             Invalidation::ResourceTags(ws) => self
@@ -565,27 +570,32 @@ impl DecisionCache {
                 .map(drop),
             Invalidation::User(id) => self
                 .sets
-                .invalidate_entries_if(move |k, _| {
-                    k.kind == PrincipalKind::User && k.principal == id
+                .invalidate_entries_if(move |k, v| {
+                    k.kind == PrincipalKind::User && k.principal == id && older(v)
                 })
                 .map(drop),
             Invalidation::ServiceAccount(id) => self
                 .sets
-                .invalidate_entries_if(move |k, _| {
-                    k.kind == PrincipalKind::ServiceAccount && k.principal == id
+                .invalidate_entries_if(move |k, v| {
+                    k.kind == PrincipalKind::ServiceAccount && k.principal == id && older(v)
                 })
                 .map(drop),
             Invalidation::Set(key) => {
-                self.sets.invalidate(&key);
+                // A newer set cached between the two calls is dropped too:
+                // one more miss, never a stale answer.
+                if self.sets.get(&key).is_none_or(|v| older(&v)) {
+                    self.sets.invalidate(&key);
+                }
                 Ok(())
             }
             Invalidation::Role(role) => self
                 .sets
                 .invalidate_entries_if(move |_, v| {
-                    v.access
-                        .grants
-                        .iter()
-                        .any(|g| parse_id(&g.role) == Some(role))
+                    older(v)
+                        && v.access
+                            .grants
+                            .iter()
+                            .any(|g| parse_id(&g.role) == Some(role))
                 })
                 .map(drop),
             Invalidation::Key(_) => Ok(()),
@@ -665,11 +675,11 @@ mod tests {
                 .await
                 .unwrap();
         }
-        cache.invalidate(&Invalidation::User(1));
+        cache.invalidate(&Invalidation::User(1), 2);
         assert!(cache.get(&key(1, 10), 0).is_none());
         assert!(cache.get(&key(1, 11), 0).is_none());
         assert!(cache.get(&key(2, 10), 0).is_some());
-        cache.invalidate(&Invalidation::Workspace(10));
+        cache.invalidate(&Invalidation::Workspace(10), 2);
         assert!(cache.get(&key(2, 10), 0).is_none());
     }
 
@@ -703,7 +713,7 @@ mod tests {
         let c2 = cache.clone();
         let result = cache
             .get_or_load(key(1, 2), 0, async move {
-                c2.invalidate(&Invalidation::User(1));
+                c2.invalidate(&Invalidation::User(1), 2);
                 Ok::<_, ()>(set(1, &[]))
             })
             .await;
@@ -724,6 +734,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fresh.revision, 4);
+    }
+
+    #[tokio::test]
+    async fn a_set_loaded_at_or_after_a_change_survives_applying_it() {
+        let cache = DecisionCache::new(CacheConfig::default());
+        for (p, at) in [(1, 5), (2, 5), (3, 5)] {
+            cache
+                .get_or_load(key(p, 10), 0, async move { Ok::<_, ()>(set(at, &[])) })
+                .await
+                .unwrap();
+        }
+        // Changes older than what the sets read, or at their revision.
+        cache.invalidate(&Invalidation::Set(key(1, 10)), 5);
+        cache.invalidate(&Invalidation::User(2), 4);
+        cache.invalidate(&Invalidation::Workspace(10), 3);
+        for p in [1, 2, 3] {
+            assert!(cache.get(&key(p, 10), 0).is_some(), "set of {p} kept");
+        }
+        // Newer changes drop them.
+        cache.invalidate(&Invalidation::Set(key(1, 10)), 6);
+        cache.invalidate(&Invalidation::User(2), 6);
+        assert!(cache.get(&key(1, 10), 0).is_none());
+        assert!(cache.get(&key(2, 10), 0).is_none());
+        assert!(cache.get(&key(3, 10), 0).is_some());
+        cache.invalidate(&Invalidation::Workspace(10), 6);
+        assert!(cache.get(&key(3, 10), 0).is_none());
     }
 
     #[test]

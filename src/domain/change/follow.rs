@@ -24,7 +24,6 @@ use sea_orm::{DbBackend, sqlx::postgres::PgListener};
 
 use super::{CHANGES_CHANNEL, decode};
 use crate::{
-    authz::cache::Invalidation,
     metrics::FlushReason,
     state::AppState,
     store::{StoreResult, changes, now_ms},
@@ -72,7 +71,7 @@ async fn read_log(state: AppState) {
                         "storage unreachable beyond the grace; dropping cached decisions (checks fail closed)"
                     );
                     state.metrics.record_flush(FlushReason::Unreachable);
-                    state.invalidate(&[Invalidation::All]);
+                    state.flush();
                     dropped = true;
                 }
                 continue;
@@ -105,7 +104,7 @@ async fn catch_up(state: &AppState) -> StoreResult<()> {
                 "the change log no longer holds changes this replica has not applied; dropping every cached decision"
             );
             state.metrics.record_flush(FlushReason::Trimmed);
-            state.invalidate(&[Invalidation::All]);
+            state.flush();
         }
         let read = rows.len();
         let mut last = applied;
@@ -114,7 +113,7 @@ async fn catch_up(state: &AppState) -> StoreResult<()> {
             // A change made here was applied when it committed: applying it
             // again would only drop sets loaded since.
             if !state.log.is_own(revision) {
-                state.invalidate(&decode(&row.invalidations));
+                state.invalidate(&decode(&row.invalidations), revision);
             }
             state.metrics.record_change_applied();
             last = revision;

@@ -157,7 +157,7 @@ impl Tx {
             })
             .await?;
         if let Some(state) = &self.state {
-            state.invalidate(&invalidations);
+            state.invalidate(&invalidations, revision);
             state.log.committed_here(revision);
         }
         Ok(revision)
