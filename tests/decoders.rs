@@ -12,6 +12,12 @@
 //! validation and storage are reached rather than permission checks), some
 //! acting for an organization admin, naming a tenant, or with no or a bad key.
 //!
+//! A server-streaming method (`WatchService/Watch`, health's `Watch`) is
+//! called as one: its stream must open or be refused within the call's
+//! timeout, is then read for a moment ([`STREAM_WINDOW`]) and dropped; a
+//! stream that ended while it was read is judged by the status it ended
+//! with, one still open as OK.
+//!
 //! Every answer must be one a client can act on:
 //! * the server answers (no transport error, no hang);
 //! * never UNKNOWN; INTERNAL only for a body that does not decode (tonic's
@@ -38,7 +44,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use harness::{Backend, TestServer, app_scope, raw::RawCodec, req, user};
+use harness::{
+    Backend, TestServer, app_scope,
+    raw::{self, RawCodec},
+    req, user,
+};
 use portcullis::{proto::v1 as pb, seed::Rng};
 use prost::{Message, bytes::BufMut};
 use prost_types::{
@@ -66,6 +76,13 @@ const MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
 /// How long an answer may take before the call counts as hung (the server's
 /// own request timeout is 10 s).
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an open stream is read: enough for its first messages, or for
+/// the status it ends with at once.
+const STREAM_WINDOW: raw::Window = raw::Window {
+    total: Duration::from_millis(300),
+    idle: Duration::from_millis(100),
+    max_messages: 64,
+};
 /// Served only with `--bench-noop`.
 const NOT_SERVED: &[&str] = &["portcullis.v1.NoopService"];
 
@@ -77,6 +94,12 @@ const NOT_SERVED: &[&str] = &["portcullis.v1.NoopService"];
 enum Outcome {
     /// The server answered OK with this body.
     Ok(Vec<u8>),
+    /// The server opened a stream: how many messages came while it was read,
+    /// and the status it ended with then, if it ended.
+    Streamed {
+        messages: usize,
+        end: Option<(Code, String)>,
+    },
     /// The server answered with a status.
     Status(Code, String),
     /// No answer: the connection failed or the client gave up on it.
@@ -84,9 +107,12 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// The code the client acts on: a stream's is the status it ended with,
+    /// OK while it stays open.
     fn code(&self) -> Option<Code> {
         match self {
             Self::Ok(_) => Some(Code::Ok),
+            Self::Streamed { end, .. } => Some(end.as_ref().map_or(Code::Ok, |(code, _)| *code)),
             Self::Status(code, _) => Some(*code),
             Self::NoAnswer(_) => None,
         }
@@ -97,6 +123,16 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Ok(body) => write!(f, "OK ({} bytes)", body.len()),
+            Self::Streamed { messages, end } => {
+                write!(f, "OK stream ({messages} messages")?;
+                match end {
+                    Some((Code::Ok, _)) => write!(f, ", then ended)"),
+                    Some((code, message)) => {
+                        write!(f, ", then {code:?}: {:?})", clip(message, 300))
+                    }
+                    None => write!(f, ", still open)"),
+                }
+            }
             Self::Status(code, message) => {
                 write!(f, "{code:?}: {:?}", clip(message, 300))
             }
@@ -131,8 +167,27 @@ fn metadata_value(bytes: &[u8]) -> Option<AsciiMetadataValue> {
     MetadataValue::try_from(bytes).ok()
 }
 
-/// Sends `body` to `path`.
-async fn call(channel: &Channel, path: &str, body: Vec<u8>, auth: &Auth) -> Outcome {
+/// A status the server sent, or no answer for one the client made up itself
+/// (connection reset, protocol error): those carry the error they came from,
+/// the server's do not.
+fn refused(status: &tonic::Status) -> Outcome {
+    if std::error::Error::source(status).is_some() {
+        Outcome::NoAnswer(format!("{status}"))
+    } else {
+        Outcome::Status(status.code(), status.message().to_owned())
+    }
+}
+
+/// Sends `body` to `method`, as its kind of call.
+async fn send(channel: &Channel, method: &Method, body: Vec<u8>, auth: &Auth) -> Outcome {
+    if method.server_streaming {
+        watch(channel, &method.path, body, auth).await
+    } else {
+        call(channel, &method.path, body, auth).await
+    }
+}
+
+fn request(body: Vec<u8>, auth: &Auth) -> Request<Vec<u8>> {
     let mut request = Request::new(body);
     let headers = [
         ("authorization", &auth.authorization),
@@ -144,6 +199,12 @@ async fn call(channel: &Channel, path: &str, body: Vec<u8>, auth: &Auth) -> Outc
             request.metadata_mut().insert(name, value);
         }
     }
+    request
+}
+
+/// Sends `body` to `path`, a unary method.
+async fn call(channel: &Channel, path: &str, body: Vec<u8>, auth: &Auth) -> Outcome {
+    let request = request(body, auth);
     let path = PathAndQuery::try_from(path).unwrap();
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     let work = async {
@@ -152,12 +213,7 @@ async fn call(channel: &Channel, path: &str, body: Vec<u8>, auth: &Auth) -> Outc
         }
         match grpc.unary(request, path, RawCodec).await {
             Ok(response) => Outcome::Ok(response.into_inner()),
-            // A status the client made up itself (connection reset, protocol
-            // error) carries the error it came from; the server's do not.
-            Err(status) if std::error::Error::source(&status).is_some() => {
-                Outcome::NoAnswer(format!("{status}"))
-            }
-            Err(status) => Outcome::Status(status.code(), status.message().to_owned()),
+            Err(status) => refused(&status),
         }
     };
     match tokio::time::timeout(CALL_TIMEOUT, work).await {
@@ -166,10 +222,49 @@ async fn call(channel: &Channel, path: &str, body: Vec<u8>, auth: &Auth) -> Outc
     }
 }
 
+/// Opens the stream of a server-streaming method at `path` with `body`,
+/// reads it within [`STREAM_WINDOW`], then drops it (which cancels it). The
+/// stream must open, or be refused, within [`CALL_TIMEOUT`].
+async fn watch(channel: &Channel, path: &str, body: Vec<u8>, auth: &Auth) -> Outcome {
+    let request = request(body, auth);
+    let path = PathAndQuery::try_from(path).unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let open = async {
+        grpc.ready()
+            .await
+            .map_err(|e| Outcome::NoAnswer(format!("channel not ready: {e}")))?;
+        grpc.server_streaming(request, path, RawCodec)
+            .await
+            .map_err(|status| refused(&status))
+    };
+    let mut stream = match tokio::time::timeout(CALL_TIMEOUT, open).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(outcome)) => return outcome,
+        Err(_) => {
+            return Outcome::NoAnswer(format!("the stream did not open within {CALL_TIMEOUT:?}"));
+        }
+    };
+    let read = raw::read(&mut stream, STREAM_WINDOW).await;
+    let end = match read.end {
+        Some(status) if std::error::Error::source(&status).is_some() => {
+            return Outcome::NoAnswer(format!(
+                "the stream broke after {} messages: {status}",
+                read.messages.len()
+            ));
+        }
+        Some(status) => Some((status.code(), status.message().to_owned())),
+        None => None,
+    };
+    Outcome::Streamed {
+        messages: read.messages.len(),
+        end,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The schema, from the descriptor sets.
 
-/// A unary method the server serves.
+/// A method the server serves: unary, or streaming its answers.
 #[derive(Clone, Debug)]
 struct Method {
     /// `/package.Service/Method`.
@@ -178,6 +273,8 @@ struct Method {
     input: String,
     /// Whether calls go through authentication.
     authenticated: bool,
+    /// The answer is a stream of messages.
+    server_streaming: bool,
 }
 
 #[derive(Debug, Default)]
@@ -209,14 +306,17 @@ impl Schema {
                         continue;
                     }
                     for m in &service.method {
-                        // A stream would never end for a unary client (health's Watch).
-                        if m.client_streaming() || m.server_streaming() {
-                            continue;
-                        }
+                        // Cases are one message each; no served method takes a stream.
+                        assert!(
+                            !m.client_streaming(),
+                            "{full}/{} takes a stream of requests, which this fuzzer cannot build",
+                            m.name()
+                        );
                         schema.methods.push(Method {
                             path: format!("/{full}/{}", m.name()),
                             input: m.input_type().to_owned(),
                             authenticated: file.package() != "grpc.health.v1",
+                            server_streaming: m.server_streaming(),
                         });
                     }
                 }
@@ -1047,8 +1147,12 @@ fn problem(
 ) -> Option<String> {
     let (code, message) = match outcome {
         Outcome::NoAnswer(_) => return Some("the server did not answer".into()),
-        Outcome::Ok(_) => (Code::Ok, ""),
-        Outcome::Status(code, message) => (*code, message.as_str()),
+        Outcome::Ok(_) | Outcome::Streamed { end: None, .. } => (Code::Ok, ""),
+        Outcome::Streamed {
+            end: Some((code, message)),
+            ..
+        }
+        | Outcome::Status(code, message) => (*code, message.as_str()),
     };
     if method.authenticated && auth.unusable_key && code != Code::Unauthenticated {
         return Some("a call without a usable key must be UNAUTHENTICATED".into());
@@ -1227,12 +1331,13 @@ impl Report {
             .code()
             .map_or_else(|| "NO_ANSWER".to_owned(), |c| format!("{c:?}"));
         *self.codes.entry(code.clone()).or_default() += 1;
-        *self
-            .per_method
-            .entry(method.to_owned())
-            .or_default()
-            .entry(code)
-            .or_default() += 1;
+        let counts = self.per_method.entry(method.to_owned()).or_default();
+        *counts.entry(code).or_default() += 1;
+        if let Outcome::Streamed { messages, .. } = outcome {
+            // Per method only: the totals count calls.
+            *counts.entry("streams_opened".into()).or_default() += 1;
+            *counts.entry("streamed_messages".into()).or_default() += messages;
+        }
         self.calls += 1;
     }
 
@@ -1418,7 +1523,7 @@ async fn run_method(
     report: &mut Report,
 ) {
     for case in cases(method, schema, corpus, s, operator, iterations) {
-        let outcome = call(&s.channel, &method.path, case.body.clone(), &case.auth).await;
+        let outcome = send(&s.channel, method, case.body.clone(), &case.auth).await;
         report.record(&method.path, &outcome);
         *report.kinds.entry(case.kind).or_default() += 1;
         if let Some(problem) = problem(&outcome, &case.body, &case.auth, method, case.valid) {
@@ -1435,7 +1540,7 @@ async fn run_method(
             if let Outcome::NoAnswer(_) = outcome {
                 // Ask again through a client that takes headers of any size: an
                 // answer there is a status too large for an ordinary client.
-                let again = call(wide, &method.path, case.body.clone(), &case.auth).await;
+                let again = send(wide, method, case.body.clone(), &case.auth).await;
                 if let Outcome::Status(code, message) = &again {
                     write!(
                         what,
@@ -1611,6 +1716,7 @@ async fn every_rpc_answers_fuzzed_requests_properly(b: Backend) {
             "RolesService",
             "CheckService",
             "AuditService",
+            "WatchService",
             "grpc.health.v1.Health",
         ] {
             assert!(

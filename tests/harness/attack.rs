@@ -24,10 +24,13 @@
 //!   again, for a change made without a revision or by a refused call, and
 //!   the method's calls are replayed one at a time to find it;
 //! * **answers**: no answer, OK or error, may carry a protected id or a marker
-//!   the attacker may not read, unless the request itself carried it;
-//! * **liveness**: every call is answered within [`CALL_TIMEOUT`];
+//!   the attacker may not read, unless the request itself carried it. A
+//!   server-streaming method's stream is read for [`STREAM_WINDOW`] and each
+//!   message it gave, and the status it ended with, is judged as an answer;
+//! * **liveness**: every call is answered within [`CALL_TIMEOUT`] (a stream:
+//!   opened or refused; an open stream may then stay silent);
 //! * **existence**: an object of another organization gets the code an
-//!   unknown one gets;
+//!   unknown one gets (a stream that opened counts as OK);
 //! * **decisions** ([`Victim`]): after each method the victim's own key asks
 //!   a few of its questions; an answer storage does not give (a poisoned
 //!   cache) is pinned to a call by replaying the method's calls, each on
@@ -41,7 +44,6 @@ use std::{
 };
 
 use portcullis::{
-    authz::cache::Invalidation,
     config::Settings,
     proto::v1::{self as pb, check_service_client::CheckServiceClient},
     server,
@@ -55,7 +57,10 @@ use prost_types::{
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use super::{Backend, TestDb, raw::RawCodec};
+use super::{
+    Backend, TestDb,
+    raw::{self, RawCodec},
+};
 use tokio::sync::oneshot;
 use tonic::{
     Code, Request, codegen::http::uri::PathAndQuery, metadata::AsciiMetadataValue,
@@ -65,6 +70,14 @@ use tonic::{
 /// How long an answer may take before the call counts as unanswered (the
 /// server's own request timeout is 10 s).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an open server stream is read: long enough for what it owes at
+/// once (a watch's backlog comes in batches of 100), short enough that a
+/// silent stream costs little.
+pub const STREAM_WINDOW: raw::Window = raw::Window {
+    total: Duration::from_millis(500),
+    idle: Duration::from_millis(200),
+    max_messages: 256,
+};
 /// Candidates tried per field: enough to reach every kind of object once.
 const MAX_ROTATIONS: usize = 4;
 /// How many calls of a method are replayed one at a time to find the one
@@ -85,6 +98,13 @@ const UNGUARDED_TABLES: &[&str] = &["revision", "seaql_migrations"];
 pub enum Outcome {
     /// The server answered OK with this body.
     Ok(Vec<u8>),
+    /// The server opened the stream of a server-streaming method: the
+    /// messages read within [`STREAM_WINDOW`], and the status it ended with
+    /// then, if it ended.
+    Streamed {
+        messages: Vec<Vec<u8>>,
+        end: Option<(Code, String)>,
+    },
     /// The server answered with a status.
     Status(Code, String),
     /// No answer: the connection failed or the client gave up on it.
@@ -92,13 +112,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The code, `NO_ANSWER` when there was none.
+    /// The code, `NO_ANSWER` when there was none; a stream that opened is OK,
+    /// however it ended.
     pub fn code_name(&self) -> String {
         match self {
-            Self::Ok(_) => "Ok".into(),
+            Self::Ok(_) | Self::Streamed { .. } => "Ok".into(),
             Self::Status(code, _) => format!("{code:?}"),
             Self::NoAnswer(_) => "NO_ANSWER".into(),
         }
+    }
+
+    /// Whether the server took the call: answered OK or opened its stream.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok(_) | Self::Streamed { .. })
     }
 }
 
@@ -106,6 +132,17 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Ok(body) => write!(f, "OK ({} bytes)", body.len()),
+            Self::Streamed { messages, end } => {
+                let bytes: usize = messages.iter().map(Vec::len).sum();
+                write!(f, "OK stream ({} messages, {bytes} bytes", messages.len())?;
+                match end {
+                    Some((Code::Ok, _)) => write!(f, ", then ended)"),
+                    Some((code, message)) => {
+                        write!(f, ", then {code:?}: {:?})", clip(message, 200))
+                    }
+                    None => write!(f, ", still open)"),
+                }
+            }
             Self::Status(code, message) => write!(f, "{code:?}: {:?}", clip(message, 200)),
             Self::NoAnswer(why) => write!(f, "no answer: {why}"),
         }
@@ -123,8 +160,7 @@ pub struct Meta {
     pub label: String,
 }
 
-/// Sends `body` to `path` (`/package.Service/Method`).
-pub async fn call(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) -> Outcome {
+fn request(body: Vec<u8>, meta: &Meta) -> Request<Vec<u8>> {
     let mut request = Request::new(body);
     let headers = [
         ("authorization", Some(format!("Bearer {}", meta.key))),
@@ -136,6 +172,22 @@ pub async fn call(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) -> 
             request.metadata_mut().insert(name, value);
         }
     }
+    request
+}
+
+/// A status the server sent, or no answer for one the client made up itself
+/// (it carries the error it came from).
+fn refused(status: &tonic::Status) -> Outcome {
+    if std::error::Error::source(status).is_some() {
+        Outcome::NoAnswer(format!("{status}"))
+    } else {
+        Outcome::Status(status.code(), status.message().to_owned())
+    }
+}
+
+/// Sends `body` to `path` (`/package.Service/Method`), a unary method.
+pub async fn call(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) -> Outcome {
+    let request = request(body, meta);
     let Ok(path) = PathAndQuery::try_from(path) else {
         return Outcome::NoAnswer(format!("bad path {path}"));
     };
@@ -146,11 +198,7 @@ pub async fn call(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) -> 
         }
         match grpc.unary(request, path, RawCodec).await {
             Ok(response) => Outcome::Ok(response.into_inner()),
-            // A status the client made up itself carries the error it came from.
-            Err(status) if std::error::Error::source(&status).is_some() => {
-                Outcome::NoAnswer(format!("{status}"))
-            }
-            Err(status) => Outcome::Status(status.code(), status.message().to_owned()),
+            Err(status) => refused(&status),
         }
     };
     match tokio::time::timeout(CALL_TIMEOUT, work).await {
@@ -159,10 +207,60 @@ pub async fn call(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) -> 
     }
 }
 
+/// Opens the stream of a server-streaming method at `path` with `body`,
+/// reads it within [`STREAM_WINDOW`], then drops it (which cancels it). The
+/// stream must open, or be refused, within [`CALL_TIMEOUT`].
+pub async fn watch(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) -> Outcome {
+    let request = request(body, meta);
+    let Ok(path) = PathAndQuery::try_from(path) else {
+        return Outcome::NoAnswer(format!("bad path {path}"));
+    };
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let open = async {
+        grpc.ready()
+            .await
+            .map_err(|e| Outcome::NoAnswer(format!("channel not ready: {e}")))?;
+        grpc.server_streaming(request, path, RawCodec)
+            .await
+            .map_err(|status| refused(&status))
+    };
+    let mut stream = match tokio::time::timeout(CALL_TIMEOUT, open).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(outcome)) => return outcome,
+        Err(_) => {
+            return Outcome::NoAnswer(format!("the stream did not open within {CALL_TIMEOUT:?}"));
+        }
+    };
+    let read = raw::read(&mut stream, STREAM_WINDOW).await;
+    let end = match read.end {
+        Some(status) if std::error::Error::source(&status).is_some() => {
+            return Outcome::NoAnswer(format!(
+                "the stream broke after {} messages: {status}",
+                read.messages.len()
+            ));
+        }
+        Some(status) => Some((status.code(), status.message().to_owned())),
+        None => None,
+    };
+    Outcome::Streamed {
+        messages: read.messages,
+        end,
+    }
+}
+
+/// Sends `body` to `method`, as its kind of call.
+pub async fn send(channel: &Channel, method: &Method, body: Vec<u8>, meta: &Meta) -> Outcome {
+    if method.server_streaming {
+        watch(channel, &method.path, body, meta).await
+    } else {
+        call(channel, &method.path, body, meta).await
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The schema, from the served descriptor set.
 
-/// A unary method of the API.
+/// A method of the API: unary, or streaming its answers.
 #[derive(Clone, Debug)]
 pub struct Method {
     /// `/package.Service/Method`.
@@ -171,6 +269,8 @@ pub struct Method {
     pub name: String,
     /// The fully qualified input type, with a leading dot.
     pub input: String,
+    /// The answer is a stream of messages (`WatchService/Watch`).
+    pub server_streaming: bool,
 }
 
 /// Messages, enums and methods of `portcullis.v1`.
@@ -206,13 +306,17 @@ impl Schema {
                     continue;
                 }
                 for m in &service.method {
-                    if m.client_streaming() || m.server_streaming() {
-                        continue;
-                    }
+                    // Requests are built as one message; the API takes no stream.
+                    assert!(
+                        !m.client_streaming(),
+                        "{full}/{} takes a stream of requests, which this suite cannot build",
+                        m.name()
+                    );
                     schema.methods.push(Method {
                         path: format!("/{full}/{}", m.name()),
                         name: format!("{}/{}", service.name(), m.name()),
                         input: m.input_type().to_owned(),
+                        server_streaming: m.server_streaming(),
                     });
                 }
             }
@@ -670,6 +774,10 @@ impl<'a> Gen<'a> {
             Type::Int32 | Type::Int64 | Type::Uint32 | Type::Uint64 => {
                 let v = match f.name() {
                     "at_least_revision" => 0,
+                    // The beginning of the change log: a watch owes every
+                    // change of the organization (0, from now on, owes none;
+                    // a bare request leaves it out).
+                    "after_revision" => 1,
                     "page_size" => 100,
                     "monthly_trace_limit" => 5,
                     _ => 7,
@@ -1771,6 +1879,9 @@ pub const KIND_ORDER: &[&str] = &[
     "existence oracle",
 ];
 
+/// The count, among a method's codes, of the messages its streams gave.
+const STREAMED: &str = "streamed_messages";
+
 /// Counts and findings of a whole run.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -1785,6 +1896,14 @@ pub struct Report {
 
 impl Report {
     fn record(&mut self, phase: &str, method: &str, outcome: &Outcome) {
+        if let Outcome::Streamed { messages, end } = outcome {
+            // Per method only: the phases count calls.
+            let counts = self.per_method.entry(method.to_owned()).or_default();
+            *counts.entry(STREAMED.into()).or_default() += messages.len() as u64;
+            if let Some((code, _)) = end {
+                *counts.entry(format!("streams_ended_{code:?}")).or_default() += 1;
+            }
+        }
         let code = outcome.code_name();
         *self
             .codes
@@ -1798,6 +1917,14 @@ impl Report {
             .or_default()
             .entry(code)
             .or_default() += 1;
+    }
+
+    /// How many messages the streams of `method` (`Service/Method`) gave.
+    pub fn streamed(&self, method: &str) -> u64 {
+        self.per_method
+            .get(method)
+            .and_then(|codes| codes.get(STREAMED).copied())
+            .unwrap_or(0)
     }
 
     /// Adds a finding.
@@ -2061,13 +2188,7 @@ impl<'a> Arena<'a> {
 
     /// Sends a request of the attack again, to the live server.
     async fn resend(&self, method: &Method, s: &Sent) -> Outcome {
-        call(
-            &self.live.channel,
-            &method.path,
-            s.built.body.clone(),
-            &s.meta,
-        )
-        .await
+        send(&self.live.channel, method, s.built.body.clone(), &s.meta).await
     }
 
     async fn attack(&mut self, method: &Method, index: usize, sent: &mut Vec<Sent>) {
@@ -2100,8 +2221,7 @@ impl<'a> Arena<'a> {
                 } else {
                     built.clone()
                 };
-                let outcome =
-                    call(&self.live.channel, &method.path, built.body.clone(), &meta).await;
+                let outcome = send(&self.live.channel, method, built.body.clone(), &meta).await;
                 if self.trace {
                     eprintln!(
                         "{} {} with {}: {} [{}] → {outcome}",
@@ -2123,7 +2243,7 @@ impl<'a> Arena<'a> {
                 });
                 // A refused call that wrote anyway shows in the comparison
                 // after the method, which then replays the calls one by one.
-                if matches!(outcome, Outcome::Ok(_)) {
+                if outcome.is_ok() {
                     self.judge_changes(method, &a, &plan, &built, &meta).await;
                 }
                 let plain = plan.rotation == 0
@@ -2233,6 +2353,14 @@ impl<'a> Arena<'a> {
                 return;
             }
             Outcome::Ok(body) => ("disclosure", a.leaks(body, &carried)),
+            Outcome::Streamed { messages, end } => {
+                let mut leaks: BTreeSet<String> =
+                    messages.iter().flat_map(|m| a.leaks(m, &carried)).collect();
+                if let Some((_, message)) = end {
+                    leaks.extend(a.leaks(message.as_bytes(), &carried));
+                }
+                ("disclosure", leaks.into_iter().collect())
+            }
             Outcome::Status(_, message) => (
                 "disclosure in an error",
                 a.leaks(message.as_bytes(), &carried),
@@ -2341,7 +2469,7 @@ impl<'a> Arena<'a> {
     /// server (with PostgreSQL, a new listener connection each time).
     async fn empty_caches(&mut self) {
         let state = &self.live.state;
-        state.invalidate(&[Invalidation::All]);
+        state.flush();
     }
 
     /// Adds a remark to the report.

@@ -1,10 +1,14 @@
 //! A tonic codec for raw bytes: any body to any method, for the tests that
-//! build requests from the served descriptors.
+//! build requests from the served descriptors; and a bounded read of a
+//! server stream of such bodies.
+
+use std::time::Duration;
 
 use prost::bytes::{Buf, BufMut};
+use tokio::time::Instant;
 use tonic::{
     Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming},
 };
 
 /// Sends and receives message bodies as they are.
@@ -49,4 +53,55 @@ impl Codec for RawCodec {
     fn decoder(&mut self) -> RawBytes {
         RawBytes
     }
+}
+
+/// How long a server stream is read before the reader lets it go: an open
+/// stream may stay silent for ever (a watch of changes from now on).
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// The longest the whole read may take.
+    pub total: Duration,
+    /// Once a message came, the longest to wait for the next one.
+    pub idle: Duration,
+    /// The most messages read.
+    pub max_messages: usize,
+}
+
+/// What a server stream gave while it was read.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// The messages, in order.
+    pub messages: Vec<Vec<u8>>,
+    /// How the stream ended, if it ended while it was read: OK, the server's
+    /// error, or an error the client made up (a broken connection).
+    pub end: Option<Status>,
+}
+
+/// Reads `stream` within `window`; the caller then drops it, which cancels
+/// the call on the server.
+pub async fn read(stream: &mut Streaming<Vec<u8>>, window: Window) -> Read {
+    let deadline = Instant::now() + window.total;
+    let mut out = Read::default();
+    while out.messages.len() < window.max_messages {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = if out.messages.is_empty() {
+            left
+        } else {
+            left.min(window.idle)
+        };
+        // A message not yet whole when the wait ends is not waited for again.
+        match tokio::time::timeout(wait, stream.message()).await {
+            Err(_) => break,
+            Ok(Ok(Some(message))) => out.messages.push(message),
+            Ok(Ok(None)) => {
+                out.end = Some(Status::ok(""));
+                break;
+            }
+            Ok(Err(status)) => {
+                out.end = Some(status);
+                break;
+            }
+        }
+    }
+    out
 }
