@@ -21,6 +21,9 @@
 //!   whose cache holds 16 sets, so nearly every call resolves from storage;
 //! * `overload` — a server limited to 8 concurrent requests, driven with
 //!   misses at four times the concurrency;
+//! * `invalidation` — decision sets dropped by one change of each kind
+//!   (grant, revocation, team grant, team membership, custom role edit,
+//!   resource tags); `--server-binary` runs an earlier build to compare;
 //! * `revocation` (PostgreSQL) — two replicas; grant on A, warm B, revoke on
 //!   A, poll B until it denies: the cross-replica revocation latency.
 //!
@@ -50,7 +53,8 @@ use portcullis::{
     config::parse_duration,
     proto::v1::{
         self as pb, check_service_client::CheckServiceClient,
-        roles_service_client::RolesServiceClient, workspace_service_client::WorkspaceServiceClient,
+        identity_service_client::IdentityServiceClient, roles_service_client::RolesServiceClient,
+        workspace_service_client::WorkspaceServiceClient,
     },
     seed::{self, Rng, SeedSize, Seeded},
     store::Store,
@@ -112,11 +116,17 @@ struct Args {
     /// Trials of the revocation scenario.
     #[arg(long, default_value_t = 200)]
     revocation_trials: usize,
+    /// The server to drive (default: `portcullis` beside this binary), e.g.
+    /// an earlier build to compare with.
+    #[arg(long)]
+    server_binary: Option<std::path::PathBuf>,
 }
 
 struct Server {
     child: Child,
     addr: String,
+    /// Where it serves `/metrics`.
+    metrics: String,
 }
 
 impl Drop for Server {
@@ -144,12 +154,22 @@ fn start_ceiling() -> Server {
         .stdout(Stdio::null())
         .spawn()
         .expect("start ceiling (build it with `cargo build --release --bins` first)");
-    Server { child, addr }
+    Server {
+        child,
+        addr,
+        metrics: String::new(),
+    }
 }
 
+/// The server binary: `--server-binary`, else `portcullis` beside this one.
+static SERVER_BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 fn start_server(url: &str, extra: &[&str]) -> Server {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe.with_file_name("portcullis");
+    let bin = SERVER_BINARY.get_or_init(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("portcullis")
+    });
     let addr = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let child = Command::new(bin)
@@ -171,7 +191,11 @@ fn start_server(url: &str, extra: &[&str]) -> Server {
         .stdout(Stdio::null())
         .spawn()
         .expect("start portcullis serve (build it with `cargo build --release` first)");
-    Server { child, addr }
+    Server {
+        child,
+        addr,
+        metrics,
+    }
 }
 
 async fn channels(addr: &str, n: usize) -> Vec<Channel> {
@@ -773,6 +797,264 @@ async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
     reports
 }
 
+/// Decision sets dropped by each kind of change. Builds its own corner of
+/// the organization through the API (calls that builds before the change
+/// log answer too), caches every set of it and the first 1,000 seeded
+/// pairs, then makes one change of each kind and counts the sets the next
+/// pass over every pair had to load again (`portcullis_cache_misses_total`).
+async fn invalidation(url: &str, seeded: &Seeded) {
+    const IN_WORKSPACE: usize = 200;
+    const IN_TEAM: usize = 20;
+    const WITH_ROLE: usize = 10;
+    let server = start_server(url, &["--cache-ttl", "60m"]);
+    let chan = channels(&server.addr, 1).await.remove(0);
+    let key = seeded.key.as_str();
+    let org = seeded.organization_id.clone();
+    let mut workspaces = WorkspaceServiceClient::new(chan.clone());
+    let mut identity = IdentityServiceClient::new(chan.clone());
+    let mut roles = RolesServiceClient::new(chan.clone());
+    let mut checks = CheckServiceClient::new(chan);
+    let user = |u: &str| {
+        Some(pb::Subject {
+            kind: Some(pb::subject::Kind::UserId(u.to_owned())),
+        })
+    };
+
+    // W: 200 users granted there (10 of them a custom role); a team of 20
+    // of them; outside W, the first 1,000 seeded pairs.
+    let ws = workspaces
+        .create_workspace(authed(
+            pb::CreateWorkspaceRequest {
+                key: "invalidation".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("create workspace")
+        .into_inner()
+        .workspace
+        .expect("workspace")
+        .id;
+    let role = roles
+        .create_role(authed(
+            pb::CreateRoleRequest {
+                organization_id: org.clone(),
+                name: "invalidation-reader".into(),
+                description: String::new(),
+                permissions: vec!["datasets:read".into()],
+            },
+            key,
+        ))
+        .await
+        .expect("create role")
+        .into_inner()
+        .role
+        .expect("role")
+        .id;
+    let members: Vec<String> = seeded.users.iter().take(IN_WORKSPACE).cloned().collect();
+    let granting = workspaces.clone();
+    let grant = |u: &str, role: &str| {
+        let req = authed(
+            pb::GrantAccessRequest {
+                workspace_id: ws.clone(),
+                subject: user(u),
+                role: role.to_owned(),
+                scope: None,
+            },
+            key,
+        );
+        let mut c = granting.clone();
+        async move {
+            c.grant_access(req)
+                .await
+                .expect("grant")
+                .into_inner()
+                .grant
+                .expect("grant")
+                .id
+        }
+    };
+    for (i, u) in members.iter().enumerate() {
+        let r = if i < WITH_ROLE {
+            role.as_str()
+        } else {
+            "WORKSPACE_VIEWER"
+        };
+        grant(u, r).await;
+    }
+    let team = identity
+        .create_team(authed(
+            pb::CreateTeamRequest {
+                organization_id: org.clone(),
+                name: "invalidation".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("create team")
+        .into_inner()
+        .team
+        .expect("team")
+        .id;
+    for u in members.iter().skip(IN_WORKSPACE - IN_TEAM) {
+        identity
+            .add_team_member(authed(
+                pb::AddTeamMemberRequest {
+                    organization_id: org.clone(),
+                    team_id: team.clone(),
+                    user_id: u.clone(),
+                },
+                key,
+            ))
+            .await
+            .expect("add team member");
+    }
+    let mut pairs: Vec<(String, String)> =
+        members.iter().map(|u| (u.clone(), ws.clone())).collect();
+    pairs.extend(seeded.granted.iter().take(1000).cloned());
+    pairs.sort();
+    pairs.dedup();
+
+    // A member of W with the custom role, not yet in the team.
+    let joiner = members[0].clone();
+    let one = members[IN_WORKSPACE / 2].clone();
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+    let mut revoke = None;
+    let miss = "portcullis_cache_misses_total{cache=\"decision\"}";
+    // Every pair cached, then each change: the sets it dropped are the
+    // misses of the next pass over every pair.
+    for (u, w) in &pairs {
+        checks
+            .check(authed(check_req(u, w), key))
+            .await
+            .expect("check");
+    }
+    for kind in [
+        "grant to a user (in W)",
+        "revoke that grant",
+        "grant to a team of 20 (in W)",
+        "team membership (team of 20 granted in W)",
+        "custom role edit (held by 10 in W)",
+        "resource tags (in W)",
+    ] {
+        match kind {
+            "grant to a user (in W)" => revoke = Some(grant(&one, "WORKSPACE_ADMIN").await),
+            "revoke that grant" => {
+                workspaces
+                    .revoke_access(authed(
+                        pb::RevokeAccessRequest {
+                            workspace_id: ws.clone(),
+                            grant_id: revoke.take().expect("granted first"),
+                        },
+                        key,
+                    ))
+                    .await
+                    .expect("revoke");
+            }
+            "grant to a team of 20 (in W)" => {
+                workspaces
+                    .grant_access(authed(
+                        pb::GrantAccessRequest {
+                            workspace_id: ws.clone(),
+                            subject: Some(pb::Subject {
+                                kind: Some(pb::subject::Kind::TeamId(team.clone())),
+                            }),
+                            role: "WORKSPACE_EDITOR".into(),
+                            scope: None,
+                        },
+                        key,
+                    ))
+                    .await
+                    .expect("team grant");
+            }
+            "team membership (team of 20 granted in W)" => {
+                identity
+                    .add_team_member(authed(
+                        pb::AddTeamMemberRequest {
+                            organization_id: org.clone(),
+                            team_id: team.clone(),
+                            user_id: joiner.clone(),
+                        },
+                        key,
+                    ))
+                    .await
+                    .expect("add team member");
+            }
+            "custom role edit (held by 10 in W)" => {
+                roles
+                    .update_role(authed(
+                        pb::UpdateRoleRequest {
+                            organization_id: org.clone(),
+                            role_id: role.clone(),
+                            permissions: Some(pb::PermissionList {
+                                permissions: vec!["datasets:read".into(), "prompts:read".into()],
+                            }),
+                            ..Default::default()
+                        },
+                        key,
+                    ))
+                    .await
+                    .expect("update role");
+            }
+            _ => {
+                workspaces
+                    .set_resource_tags(authed(
+                        pb::SetResourceTagsRequest {
+                            workspace_id: ws.clone(),
+                            resource_type: "datasets".into(),
+                            resource_id: "invalidation".into(),
+                            tags: vec![],
+                        },
+                        key,
+                    ))
+                    .await
+                    .expect("set resource tags");
+            }
+        }
+        // Applied on commit, here; a moment for what a replica would read.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = metric(&server, miss).await;
+        for (u, w) in &pairs {
+            checks
+                .check(authed(check_req(u, w), key))
+                .await
+                .expect("check");
+        }
+        rows.push((kind, metric(&server, miss).await - before));
+    }
+    println!();
+    println!(
+        "invalidation: {} sets cached ({IN_WORKSPACE} in W, {} elsewhere in the organization); server {}",
+        pairs.len(),
+        pairs.len() - IN_WORKSPACE,
+        SERVER_BINARY
+            .get()
+            .map_or_else(String::new, |b| b.display().to_string())
+    );
+    println!("| change | decision sets dropped |");
+    println!("|---|---:|");
+    for (kind, dropped) in rows {
+        println!("| {kind} | {dropped:.0} |");
+    }
+}
+
+/// One sample of the server's `/metrics`.
+async fn metric(server: &Server, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(&server.metrics)
+        .await
+        .expect("connect to /metrics");
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
+        .await
+        .expect("ask /metrics");
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.expect("read /metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
     let a = start_server(url, &[]);
     let b = start_server(url, &[]);
@@ -898,6 +1180,9 @@ async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(bin) = &args.server_binary {
+        let _ = SERVER_BINARY.set(bin.clone());
+    }
     let (url, pg_admin, dir) = match &args.postgres {
         Some(base) => {
             let name = format!("portcullis_bench_{}", uuid::Uuid::new_v4().simple());
@@ -1198,6 +1483,9 @@ async fn main() {
     }
     if wanted.contains(&"writes") {
         reports.extend(writes(&args, &url, &seeded).await);
+    }
+    if wanted.contains(&"invalidation") {
+        invalidation(&url, &seeded).await;
     }
     if wanted.contains(&"revocation") && args.postgres.is_some() {
         match revocation(&args, &url, &seeded).await {
