@@ -312,14 +312,17 @@ pub async fn resource<C: ConnectionTrait>(
 
 /// Registers a resource or replaces its tags.
 pub async fn put_resource<C: ConnectionTrait>(conn: &C, row: resource::Model) -> StoreResult<()> {
-    delete_resource(
-        conn,
-        &row.workspace_id,
-        &row.resource_type,
-        &row.resource_id,
-    )
-    .await?;
+    use sea_orm::sea_query::OnConflict;
     resource::Entity::insert(row.into_active_model())
+        .on_conflict(
+            OnConflict::columns([
+                resource::Column::WorkspaceId,
+                resource::Column::ResourceType,
+                resource::Column::ResourceId,
+            ])
+            .update_columns([resource::Column::Tags, resource::Column::UpdatedAt])
+            .to_owned(),
+        )
         .exec_without_returning(conn)
         .await?;
     Ok(())
