@@ -1,7 +1,7 @@
 //! Repository functions for the change log.
 
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
@@ -57,17 +57,31 @@ pub async fn oldest<C: ConnectionTrait>(conn: &C) -> StoreResult<Option<u64>> {
 
 /// Deletes the changes at or below `through` and those created before
 /// `before_ms`; returns how many were deleted. Idempotent, so replicas may
-/// trim together.
+/// trim together. Each bound is first compared with the oldest row (one
+/// index lookup): a pass with nothing to delete writes nothing, so it takes
+/// no write lock (SQLite's is the database's), and a delete walks an index.
 pub async fn trim<C: ConnectionTrait>(conn: &C, through: u64, before_ms: i64) -> StoreResult<u64> {
-    let result = change_log::Entity::delete_many()
-        .filter(
-            Condition::any()
-                .add(change_log::Column::Revision.lte(signed(through)))
-                .add(change_log::Column::CreatedAt.lt(before_ms)),
-        )
-        .exec(conn)
+    let mut deleted = 0;
+    if oldest(conn).await?.is_some_and(|r| r <= through) {
+        deleted += change_log::Entity::delete_many()
+            .filter(change_log::Column::Revision.lte(signed(through)))
+            .exec(conn)
+            .await?
+            .rows_affected;
+    }
+    let earliest = change_log::Entity::find()
+        .order_by_asc(change_log::Column::CreatedAt)
+        .limit(1)
+        .one(conn)
         .await?;
-    Ok(result.rows_affected)
+    if earliest.is_some_and(|r| r.created_at < before_ms) {
+        deleted += change_log::Entity::delete_many()
+            .filter(change_log::Column::CreatedAt.lt(before_ms))
+            .exec(conn)
+            .await?
+            .rows_affected;
+    }
+    Ok(deleted)
 }
 
 fn signed(revision: u64) -> i64 {
