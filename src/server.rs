@@ -117,6 +117,7 @@ pub async fn run(
         state.settings.health_probe_interval,
     ));
     let follower = tokio::spawn(crate::domain::change::follow::run(state.clone()));
+    let checkpoints = tokio::spawn(state.store.clone().checkpoints());
     let grace = state.settings.shutdown_grace;
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal_reporter = reporter.clone();
@@ -208,6 +209,7 @@ pub async fn run(
     };
     watcher.abort();
     follower.abort();
+    checkpoints.abort();
     result
 }
 

@@ -114,13 +114,20 @@ pub struct Store {
 /// time, readers beside it in WAL mode).
 const POSTGRES_CONNECTIONS: u32 = 32;
 const SQLITE_CONNECTIONS: u32 = 8;
+/// WAL pages past which a committing SQLite writer checkpoints itself (the
+/// default is 1,000: about every hundred single-row changes, each paying an
+/// fsync of the database file).
+const WAL_BACKSTOP_PAGES: u32 = 16_000;
+/// How often SQLite's WAL is checkpointed beside the writers.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Hashed slots of the per-tenant write gates.
 const TENANT_GATES: usize = 1024;
 
 /// Admission of write transactions. Writers take turns on the revision row
-/// to publish (for the whole transaction on SQLite); a writer waiting for its turn waits here, in
-/// the process, not on the database with a connection of the pool that reads
-/// need. At most half of the pool writes at once, and each tenant
+/// to publish (for the whole transaction on SQLite); a writer waiting for
+/// its turn waits here, in the process, not on the database with a
+/// connection of the pool that reads need. At most half of the pool writes
+/// at once on PostgreSQL, one writer on SQLite, and each tenant
 /// (organization) has at most a few writers past the gate, so one tenant's
 /// queue of writes neither drains the pool nor stands in front of every
 /// other tenant's: the shared gate is first come, first served among at most
@@ -152,8 +159,10 @@ impl WriteLoad {
 }
 
 impl WriteGate {
-    fn new(connections: u32) -> Self {
-        let all = (connections / 2).max(1) as usize;
+    /// At most `all` writers at once, half of them (at least one) of one
+    /// tenant.
+    fn new(all: usize) -> Self {
+        let all = all.max(1);
         let per_tenant = (all / 2).max(1);
         Self {
             all: Arc::new(Semaphore::new(all)),
@@ -273,6 +282,10 @@ impl Store {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
+                    // Checkpoints run beside the writers (`checkpoints`);
+                    // a committing writer checkpoints only past this many
+                    // WAL pages, if they fell behind.
+                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
             });
         } else {
             opts.max_connections(connections);
@@ -281,7 +294,14 @@ impl Store {
         Ok(Self {
             db,
             url: url.to_owned(),
-            gate: Arc::new(WriteGate::new(connections)),
+            // SQLite has one writer at a time: a second one past the gate
+            // would only sleep in SQLite's busy handler, where the gate's
+            // queue is first come, first served and wakes it at once.
+            gate: Arc::new(WriteGate::new(if url.starts_with("sqlite:") {
+                1
+            } else {
+                connections as usize / 2
+            })),
             standings: Arc::default(),
         })
     }
@@ -354,6 +374,28 @@ impl Store {
                 .await?;
         }
         Ok(WriteTx { txn, _turn: turn })
+    }
+
+    /// Checkpoints SQLite's WAL into the database file every
+    /// [`CHECKPOINT_EVERY`], passively (never waiting for readers or
+    /// writers), so that writers do not pay for it on commit; runs until
+    /// dropped. Nothing to do on PostgreSQL.
+    pub async fn checkpoints(self) {
+        if self.backend() != DbBackend::Sqlite {
+            return;
+        }
+        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(err) = self
+                .db
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await
+            {
+                tracing::warn!(error = %err, "cannot checkpoint the SQLite WAL");
+            }
+        }
     }
 
     /// The latest committed revision.
