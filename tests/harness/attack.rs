@@ -215,33 +215,14 @@ pub async fn watch(channel: &Channel, path: &str, body: Vec<u8>, meta: &Meta) ->
     let Ok(path) = PathAndQuery::try_from(path) else {
         return Outcome::NoAnswer(format!("bad path {path}"));
     };
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    let open = async {
-        grpc.ready()
-            .await
-            .map_err(|e| Outcome::NoAnswer(format!("channel not ready: {e}")))?;
-        grpc.server_streaming(request, path, RawCodec)
-            .await
-            .map_err(|status| refused(&status))
+    let read = match raw::stream(channel, request, path, CALL_TIMEOUT, STREAM_WINDOW).await {
+        raw::Streamed::Read(read) => read,
+        raw::Streamed::Refused(status) => return refused(&status),
+        raw::Streamed::Lost(why) => return Outcome::NoAnswer(why),
     };
-    let mut stream = match tokio::time::timeout(CALL_TIMEOUT, open).await {
-        Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(outcome)) => return outcome,
-        Err(_) => {
-            return Outcome::NoAnswer(format!("the stream did not open within {CALL_TIMEOUT:?}"));
-        }
-    };
-    let read = raw::read(&mut stream, STREAM_WINDOW).await;
-    let end = match read.end {
-        Some(status) if std::error::Error::source(&status).is_some() => {
-            return Outcome::NoAnswer(format!(
-                "the stream broke after {} messages: {status}",
-                read.messages.len()
-            ));
-        }
-        Some(status) => Some((status.code(), status.message().to_owned())),
-        None => None,
-    };
+    let end = read
+        .end
+        .map(|status| (status.code(), status.message().to_owned()));
     Outcome::Streamed {
         messages: read.messages,
         end,

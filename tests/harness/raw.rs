@@ -7,8 +7,10 @@ use std::time::Duration;
 use prost::bytes::{Buf, BufMut};
 use tokio::time::Instant;
 use tonic::{
-    Status,
+    Request, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming},
+    codegen::http::uri::PathAndQuery,
+    transport::Channel,
 };
 
 /// Sends and receives message bodies as they are.
@@ -104,4 +106,51 @@ pub async fn read(stream: &mut Streaming<Vec<u8>>, window: Window) -> Read {
         }
     }
     out
+}
+
+/// How a server-streaming call went.
+#[derive(Debug)]
+pub enum Streamed {
+    /// Refused before any message: the server's status, or the client's
+    /// (a broken connection: it has a source).
+    Refused(Status),
+    /// Opened, then read within the window.
+    Read(Read),
+    /// No answer: the channel was not ready, the stream did not open within
+    /// the time given, or it broke while it was read.
+    Lost(String),
+}
+
+/// Opens a server stream of `path` with `request` (it must open, or be
+/// refused, within `open_within`), reads it within `window`, then drops it,
+/// which cancels it on the server.
+pub async fn stream(
+    channel: &Channel,
+    request: Request<Vec<u8>>,
+    path: PathAndQuery,
+    open_within: Duration,
+    window: Window,
+) -> Streamed {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let open = async {
+        grpc.ready()
+            .await
+            .map_err(|e| Streamed::Lost(format!("channel not ready: {e}")))?;
+        grpc.server_streaming(request, path, RawCodec)
+            .await
+            .map_err(Streamed::Refused)
+    };
+    let mut stream = match tokio::time::timeout(open_within, open).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(outcome)) => return outcome,
+        Err(_) => return Streamed::Lost(format!("the stream did not open within {open_within:?}")),
+    };
+    let read = read(&mut stream, window).await;
+    match &read.end {
+        Some(status) if std::error::Error::source(status).is_some() => Streamed::Lost(format!(
+            "the stream broke after {} messages: {status}",
+            read.messages.len()
+        )),
+        _ => Streamed::Read(read),
+    }
 }
