@@ -31,6 +31,7 @@ use portcullis::proto::v1::{
 };
 use processes::{
     Serve, authed, bootstrap, check, check_request, create_workspace, free_port, grant, new_member,
+    revoke,
 };
 
 /// The revision poll of both replicas: the only way a change made on one
@@ -362,17 +363,7 @@ async fn replicas_behind_a_transaction_pooler_follow_the_change_log() {
     assert!(sample(&scrape, HITS) >= 2.0, "{scrape}");
 
     // Revoked through A; B reads the change log every POLL.
-    workspaces_a
-        .revoke_access(authed(
-            pb::RevokeAccessRequest {
-                workspace_id: shared.id.clone(),
-                grant_id: granted.grant.unwrap().id,
-            },
-            &key,
-            &[],
-        ))
-        .await
-        .unwrap();
+    revoke(&mut workspaces_a, &key, &shared.id, granted).await;
     let revoked = Instant::now();
     loop {
         if !check(&mut check_b, &key, ann_reads.clone()).await.allowed {

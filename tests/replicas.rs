@@ -17,7 +17,7 @@ use portcullis::proto::v1::{
     workspace_service_client::WorkspaceServiceClient,
 };
 use processes::{
-    Serve, authed, bootstrap, check, check_request, create_workspace, grant, new_member,
+    Serve, authed, bootstrap, check, check_request, create_workspace, grant, new_member, revoke,
 };
 use tonic::transport::Channel;
 
@@ -97,17 +97,7 @@ async fn a_grant_revoked_on_one_replica_is_denied_on_the_other() {
     assert!(first.revision >= grant.revision);
     assert!(allowed(&mut check_b, &s.key, req.clone()).await);
 
-    workspaces_a
-        .revoke_access(authed(
-            pb::RevokeAccessRequest {
-                workspace_id: ws.id.clone(),
-                grant_id: grant.grant.unwrap().id,
-            },
-            &s.key,
-            &[],
-        ))
-        .await
-        .unwrap();
+    revoke(&mut workspaces_a, &s.key, &ws.id, grant).await;
     let took = until(false, || {
         let mut c = check_b.clone();
         let (key, req) = (s.key.clone(), req.clone());
@@ -269,17 +259,7 @@ async fn killing_the_change_listener_under_load_flushes_nothing() {
         .try_get::<i64>("", "n")
         .unwrap();
     assert!(killed >= 1, "the listeners' backends were found");
-    workspaces_a
-        .revoke_access(authed(
-            pb::RevokeAccessRequest {
-                workspace_id: ws.id.clone(),
-                grant_id: grant.grant.unwrap().id,
-            },
-            &s.key,
-            &[],
-        ))
-        .await
-        .unwrap();
+    revoke(&mut workspaces_a, &s.key, &ws.id, grant).await;
     // The poll is 10 minutes: only a wake-up (the dying listener's last
     // notification, or the reconnected listener's catch-up) and a read of
     // the log can explain this.

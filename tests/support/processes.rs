@@ -272,6 +272,27 @@ pub async fn grant(
         .into_inner()
 }
 
+/// Revokes the grant `granted` in `workspace`.
+pub async fn revoke(
+    workspaces: &mut WorkspaceServiceClient<Channel>,
+    key: &str,
+    workspace: &str,
+    granted: pb::GrantAccessResponse,
+) -> pb::RevokeAccessResponse {
+    workspaces
+        .revoke_access(authed(
+            pb::RevokeAccessRequest {
+                workspace_id: workspace.to_owned(),
+                grant_id: granted.grant.unwrap().id,
+            },
+            key,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A Check of a user's permission in a workspace.
 pub fn check_request(user: &str, workspace: &str, permission: &str) -> pb::CheckRequest {
     pb::CheckRequest {
