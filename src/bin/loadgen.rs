@@ -919,7 +919,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
     // A member of W with the custom role, not yet in the team.
     let joiner = members[0].clone();
     let one = members[IN_WORKSPACE / 2].clone();
-    let mut rows: Vec<(&str, f64)> = Vec::new();
+    let mut rows: Vec<(ChangeKind, f64)> = Vec::new();
     let mut revoke = None;
     let miss = "portcullis_cache_misses_total{cache=\"decision\"}";
     // Every pair cached, then each change: the sets it dropped are the
@@ -930,17 +930,10 @@ async fn invalidation(url: &str, seeded: &Seeded) {
             .await
             .expect("check");
     }
-    for kind in [
-        "grant to a user (in W)",
-        "revoke that grant",
-        "grant to a team of 20 (in W)",
-        "team membership (team of 20 granted in W)",
-        "custom role edit (held by 10 in W)",
-        "resource tags (in W)",
-    ] {
+    for kind in ChangeKind::ALL {
         match kind {
-            "grant to a user (in W)" => revoke = Some(grant(&one, "WORKSPACE_ADMIN").await),
-            "revoke that grant" => {
+            ChangeKind::UserGrant => revoke = Some(grant(&one, "WORKSPACE_ADMIN").await),
+            ChangeKind::Revocation => {
                 workspaces
                     .revoke_access(authed(
                         pb::RevokeAccessRequest {
@@ -952,7 +945,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                     .await
                     .expect("revoke");
             }
-            "grant to a team of 20 (in W)" => {
+            ChangeKind::TeamGrant => {
                 workspaces
                     .grant_access(authed(
                         pb::GrantAccessRequest {
@@ -968,7 +961,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                     .await
                     .expect("team grant");
             }
-            "team membership (team of 20 granted in W)" => {
+            ChangeKind::TeamMembership => {
                 identity
                     .add_team_member(authed(
                         pb::AddTeamMemberRequest {
@@ -981,7 +974,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                     .await
                     .expect("add team member");
             }
-            "custom role edit (held by 10 in W)" => {
+            ChangeKind::RoleEdit => {
                 roles
                     .update_role(authed(
                         pb::UpdateRoleRequest {
@@ -997,7 +990,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                     .await
                     .expect("update role");
             }
-            _ => {
+            ChangeKind::ResourceTags => {
                 workspaces
                     .set_resource_tags(authed(
                         pb::SetResourceTagsRequest {
@@ -1035,7 +1028,40 @@ async fn invalidation(url: &str, seeded: &Seeded) {
     println!("| change | decision sets dropped |");
     println!("|---|---:|");
     for (kind, dropped) in rows {
-        println!("| {kind} | {dropped:.0} |");
+        println!("| {} | {dropped:.0} |", kind.label());
+    }
+}
+
+/// The changes of the `invalidation` scenario, in the order it makes them.
+#[derive(Clone, Copy, Debug)]
+enum ChangeKind {
+    UserGrant,
+    Revocation,
+    TeamGrant,
+    TeamMembership,
+    RoleEdit,
+    ResourceTags,
+}
+
+impl ChangeKind {
+    const ALL: [Self; 6] = [
+        Self::UserGrant,
+        Self::Revocation,
+        Self::TeamGrant,
+        Self::TeamMembership,
+        Self::RoleEdit,
+        Self::ResourceTags,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::UserGrant => "grant to a user (in W)",
+            Self::Revocation => "revoke that grant",
+            Self::TeamGrant => "grant to a team of 20 (in W)",
+            Self::TeamMembership => "team membership (team of 20 granted in W)",
+            Self::RoleEdit => "custom role edit (held by 10 in W)",
+            Self::ResourceTags => "resource tags (in W)",
+        }
     }
 }
 
