@@ -34,6 +34,7 @@ use portcullis::{
         catalogue::{Catalogue, SystemRole},
         engine::{Access, EffectiveGrant, Scope, TagCondition},
     },
+    clock::Clock,
     config::Settings,
     domain::check::resolved_set_for_authorized_caller,
     seed::{self, Rng, SeedSize},
@@ -74,6 +75,7 @@ fn realistic_set(catalogue: &Arc<Catalogue>) -> ResolvedSet {
         via_team: None,
         permissions: catalogue.system_role(role),
         scope,
+        expires_at: None,
     };
     let scope = Scope {
         conditions: vec![TagCondition {
@@ -81,14 +83,15 @@ fn realistic_set(catalogue: &Arc<Catalogue>) -> ResolvedSet {
             values: vec!["checkout".into()],
         }],
     };
-    let access = Access {
-        org_admin: false,
-        grants: vec![
+    let access = Access::at(
+        false,
+        vec![
             grant(SystemRole::Viewer, None),
             grant(SystemRole::Editor, Some(scope.clone())),
             grant(SystemRole::Admin, Some(scope)),
         ],
-    };
+        0,
+    );
     ResolvedSet::new(42, Some(1), Some(OrgRole::User), access, catalogue.clone())
 }
 
@@ -97,7 +100,7 @@ fn cache_hits(c: &mut Criterion) {
         .build()
         .unwrap();
     let catalogue = Arc::new(Catalogue::new([]));
-    let cache = DecisionCache::new(CacheConfig::default());
+    let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
     let key = SetKey {
         kind: PrincipalKind::User,
         principal: parse_id(USER).unwrap(),

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::authz::cache::CacheConfig;
+use crate::{authz::cache::CacheConfig, clock::Clock};
 
 /// How plan limits are enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -90,6 +90,11 @@ pub struct ServeConfig {
     /// watchers resuming from before it, start over).
     #[arg(long, env = "PORTCULLIS_CHANGE_LOG_RETENTION", value_parser = parse_duration, default_value = "24h")]
     pub change_log_retention: Duration,
+
+    /// How often expired grants and team memberships are removed (and
+    /// audited). They stop applying at their expiry whatever this is.
+    #[arg(long, env = "PORTCULLIS_EXPIRY_SWEEP", value_parser = parse_duration, default_value = "60s")]
+    pub expiry_sweep: Duration,
 
     /// Most changes the change log keeps.
     #[arg(
@@ -251,6 +256,10 @@ pub struct Settings {
     pub listen_for_changes: bool,
     /// How long the change log keeps a change.
     pub change_log_retention: Duration,
+    /// How often expired grants and team memberships are removed.
+    pub expiry_sweep: Duration,
+    /// The clock grant and membership expiries are judged by.
+    pub clock: Clock,
     /// Most changes the change log keeps.
     pub change_log_max_entries: u64,
     /// Most checks in one BatchCheck.
@@ -290,6 +299,8 @@ impl Default for Settings {
             revision_poll_interval: Duration::from_secs(1),
             listen_for_changes: true,
             change_log_retention: Duration::from_secs(24 * 3600),
+            expiry_sweep: Duration::from_secs(60),
+            clock: Clock::default(),
             change_log_max_entries: 1_000_000,
             max_batch_size: 1000,
             unavailable_grace: Duration::from_secs(5),
@@ -333,6 +344,8 @@ impl ServeConfig {
             revision_poll_interval: self.revision_poll,
             listen_for_changes: self.listen_for_changes,
             change_log_retention: self.change_log_retention,
+            expiry_sweep: self.expiry_sweep.max(Duration::from_millis(100)),
+            clock: Clock::default(),
             change_log_max_entries: self.change_log_max_entries.max(1),
             max_batch_size: self.max_batch_size.max(1),
             unavailable_grace: self.unavailable_grace,

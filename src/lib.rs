@@ -61,6 +61,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod domain;

@@ -118,6 +118,10 @@ pub async fn run(
     ));
     let follower = tokio::spawn(crate::domain::change::follow::run(state.clone()));
     let checkpoints = tokio::spawn(state.store.clone().checkpoints());
+    let expiry = tokio::spawn(crate::domain::expiry::run(
+        state.clone(),
+        state.settings.expiry_sweep,
+    ));
     let grace = state.settings.shutdown_grace;
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal_reporter = reporter.clone();
@@ -210,6 +214,7 @@ pub async fn run(
     watcher.abort();
     follower.abort();
     checkpoints.abort();
+    expiry.abort();
     result
 }
 

@@ -56,7 +56,7 @@ impl AppState {
     pub fn new(store: Store, settings: Settings) -> Self {
         Self(Arc::new(Shared {
             store,
-            decisions: DecisionCache::new(settings.cache),
+            decisions: DecisionCache::new(settings.cache, settings.clock.clone()),
             keys: KeyCache::new(settings.cache.max_entries, settings.cache.ttl),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),

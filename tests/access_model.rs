@@ -215,6 +215,7 @@ async fn grants_and_teams_agree_with_the_model(b: Backend) {
                         }),
                         role: roles[rng.below(roles.len())].into(),
                         scope,
+                        expires_at: None,
                     },
                     s.key(),
                 ))

@@ -96,6 +96,7 @@ async fn a_team_membership_drops_the_members_sets_where_the_team_holds_grants(b:
                 organization_id: String::new(),
                 team_id: crew.clone(),
                 user_id: ann.user_id.clone(),
+                expires_at: None,
             },
             s.key(),
         ))
@@ -220,6 +221,7 @@ async fn a_watch_streams_changes_in_order_and_resumes_after_a_revision(b: Backen
                 }),
                 role: "WORKSPACE_VIEWER".into(),
                 scope: None,
+                expires_at: None,
             },
             s.key(),
         ))
@@ -459,6 +461,7 @@ fn grant_op(workspace: &str, subject: pb::subject::Kind, role: &str) -> pb::Acce
                 }),
                 role: role.into(),
                 scope: None,
+                expires_at: None,
             },
         )),
     }
@@ -471,6 +474,7 @@ fn member_op(team_id: &str, user_id: &str) -> pb::AccessOperation {
                 organization_id: String::new(),
                 team_id: team_id.into(),
                 user_id: user_id.into(),
+                expires_at: None,
             },
         )),
     }

@@ -6,7 +6,9 @@
 
 mod harness;
 
-use harness::{Backend, app_scope, as_user, assert_code, check_request, req, start, team, user};
+use harness::{
+    Backend, app_scope, as_user, assert_code, check_request, req, start, team, user, with,
+};
 use portcullis::proto::v1 as pb;
 use tonic::Code;
 
@@ -301,6 +303,7 @@ async fn answers_carry_revisions_and_honour_at_least_revision(b: Backend) {
                 }),
                 role: "Reader".into(),
                 scope: None,
+                expires_at: None,
             },
             s.key(),
         ))
@@ -858,6 +861,89 @@ async fn a_grant_naming_another_organizations_role_grants_nothing(b: Backend) {
     );
 }
 
+/// A personal access token sent without `x-tenant-id` asks in its user's
+/// default workspace, on every question-asking RPC; a key with no default
+/// workspace is told to name one.
+async fn pat_without_tenant_asks_in_the_default_workspace(b: Backend) {
+    let s = start(b).await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let ws = s.workspace("shared").await;
+    s.grant(&ws, user(&ann.user_id), "WORKSPACE_VIEWER", None)
+        .await;
+    let pat = s.pat(&ann.user_id).await;
+    let mut c = s.check();
+    // In her default workspace ann is admin; in `shared` only a viewer.
+    let home = check_request(&ann.user_id, "", "prompts:delete", &[]);
+    let d = c.check(req(home.clone(), &pat)).await.unwrap().into_inner();
+    assert!(d.allowed, "the default workspace is ann's own");
+    let in_shared = c
+        .check(with(home.clone(), &pat, &[("x-tenant-id", &ws)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !in_shared.allowed,
+        "x-tenant-id still wins over the default"
+    );
+    let batch = c
+        .batch_check(req(
+            pb::BatchCheckRequest {
+                checks: vec![
+                    home.clone(),
+                    check_request(&ann.user_id, &ws, "prompts:delete", &[]),
+                ],
+            },
+            &pat,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let allowed: Vec<bool> = batch.results.iter().map(|r| r.allowed).collect();
+    assert_eq!(allowed, [true, false]);
+    assert!(batch.results.iter().all(|r| r.error.is_empty()));
+    let e = c
+        .explain_check(req(home.clone(), &pat))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(e.allowed, "{}", e.reason);
+    let listed = c
+        .list_principal_permissions(req(
+            pb::ListPrincipalPermissionsRequest {
+                principal: home.principal.clone(),
+                workspace_id: String::new(),
+                at_least_revision: 0,
+            },
+            &pat,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed
+            .entries
+            .iter()
+            .any(|e| e.permissions.iter().any(|p| p == "prompts:delete")),
+        "the default workspace's permissions: {listed:?}"
+    );
+    // An organization-wide service key has no default workspace.
+    assert_code(
+        c.check(req(home.clone(), s.key())).await,
+        Code::InvalidArgument,
+        "workspace_id",
+    );
+    let batch = c
+        .batch_check(req(pb::BatchCheckRequest { checks: vec![home] }, s.key()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        batch.results[0].error.contains("workspace_id"),
+        "{:?}",
+        batch.results[0]
+    );
+}
+
 both_backends!(
     default_deny_and_direct_grants,
     org_admin_may_do_everything_in_every_workspace,
@@ -876,4 +962,5 @@ both_backends!(
     misses_read_together_get_their_own_standing,
     concurrent_misses_answer_each_principal,
     a_grant_naming_another_organizations_role_grants_nothing,
+    pat_without_tenant_asks_in_the_default_workspace,
 );

@@ -703,6 +703,7 @@ async fn team_rules_are_enforced(b: Backend) {
                 organization_id: String::new(),
                 team_id: team.clone(),
                 user_id: u.into(),
+                expires_at: None,
             },
             s.key(),
         )

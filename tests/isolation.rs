@@ -271,6 +271,7 @@ async fn grant(
                 }),
                 role: role.into(),
                 scope,
+                expires_at: None,
             },
             admin,
         ))
@@ -415,6 +416,7 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
                 organization_id: org.clone(),
                 team_id: team.clone(),
                 user_id: viewer.id.clone(),
+                expires_at: None,
             },
             a,
         ))

@@ -113,6 +113,7 @@ async fn organization_admins_cannot_reach_the_platform_account(b: Backend) {
                     }),
                     role: "WORKSPACE_ADMIN".into(),
                     scope: None,
+                    expires_at: None,
                 },
                 &admin,
             ))
@@ -461,6 +462,7 @@ async fn workspace_limited_keys_do_no_organization_wide_work(b: Backend) {
                 subject: user_subject(&ann.user_id),
                 role: "WORKSPACE_VIEWER".into(),
                 scope: None,
+                expires_at: None,
             },
             &key,
         ))
@@ -515,6 +517,7 @@ async fn nothing_delegates_more_than_its_caller_holds(b: Backend) {
                 subject: user_subject(&bob.user_id),
                 role: role.into(),
                 scope,
+                expires_at: None,
             },
             &ann.user_id,
         )
@@ -1585,6 +1588,7 @@ async fn grants_and_accounts_stay_within_their_bounds(b: Backend) {
                     subject: user_subject(&ann.user_id),
                     role: "WORKSPACE_VIEWER".into(),
                     scope: Some(wide),
+                    expires_at: None,
                 },
                 s.key(),
             ))
@@ -1606,6 +1610,7 @@ async fn grants_and_accounts_stay_within_their_bounds(b: Backend) {
                     }],
                     application: String::new(),
                 }),
+                expires_at: None,
             },
             s.key(),
         )

@@ -234,6 +234,7 @@ async fn editor_cannot_grant_roles_or_update_the_workspace(b: Backend) {
                 }),
                 role: "WORKSPACE_VIEWER".into(),
                 scope: None,
+                expires_at: None,
             },
             &ed.user_id,
         ))
@@ -266,6 +267,7 @@ async fn grant_requests_are_validated(b: Backend) {
                 subject: subject.map(|k| pb::Subject { kind: Some(k) }),
                 role: role.into(),
                 scope,
+                expires_at: None,
             },
             s.key(),
         )
@@ -534,6 +536,7 @@ async fn application_scoped_grant_applies_only_to_the_application(b: Backend) {
                 }),
                 role: "Reader".into(),
                 scope: None,
+                expires_at: None,
             },
             &ann.user_id,
         ))

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{caller, org_role_to_pb, principal, workspace::scope_pb};
+use super::{caller, org_role_to_pb, principal, timestamp, workspace::scope_pb};
 use crate::{
     authz::engine::EffectiveGrant,
     domain::check::{self, CheckInput, CheckPrincipal, Resource},
@@ -72,6 +72,7 @@ fn grant_match(g: EffectiveGrant) -> pb::GrantMatch {
         grant_id: g.grant_id,
         role: g.role,
         via_team_id: g.via_team.unwrap_or_default(),
+        expires_at: g.expires_at.map(timestamp),
     }
 }
 
@@ -105,9 +106,33 @@ impl CheckService for CheckApi {
             )
             .into());
         }
+        // Questions that name no workspace share the one the call implies,
+        // looked up once.
+        let implied = if req.checks.iter().any(|c| c.workspace_id.is_empty()) {
+            match check::implied_workspace(&self.state, &caller).await {
+                Ok(id) => Ok(id),
+                Err(err @ crate::error::Error::Store(_)) => return Err(err.into()),
+                Err(err) => Err(Status::from(err).message().to_owned()),
+            }
+        } else {
+            Ok(String::new())
+        };
         let mut results = Vec::with_capacity(req.checks.len());
         let mut revision = u64::MAX;
-        for item in req.checks {
+        for mut item in req.checks {
+            if item.workspace_id.is_empty() {
+                match &implied {
+                    Ok(id) => item.workspace_id.clone_from(id),
+                    Err(error) => {
+                        results.push(pb::BatchCheckResult {
+                            decision: pb::Decision::Unspecified as i32,
+                            allowed: false,
+                            error: error.clone(),
+                        });
+                        continue;
+                    }
+                }
+            }
             match check::check(&self.state, &caller, &input(item)).await {
                 Ok(d) => {
                     revision = revision.min(d.revision);
@@ -153,6 +178,7 @@ impl CheckService for CheckApi {
             }),
             matched: e.matched.into_iter().map(grant_match).collect(),
             scope_mismatched: e.scope_mismatched.into_iter().map(grant_match).collect(),
+            expired: e.expired.into_iter().map(grant_match).collect(),
             revision: e.revision,
         }))
     }

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::{caller, millis_opt, org_role, org_role_to_pb, principal, timestamp};
 use crate::{
     auth::key::KeyKind,
-    authz::power::Reach,
+    authz::{engine::live_at, power::Reach},
     domain::{
         Page,
         keys::{self, KeyUpdate, ServiceKeyScope},
@@ -98,12 +98,21 @@ fn invite_pb(i: invite::Model) -> pb::Invite {
     }
 }
 
-fn team_pb((t, members): TeamWithMembers) -> pb::Team {
+/// A team as listed at instant `now_ms` (which says whether a membership has expired).
+fn team_pb((t, members): TeamWithMembers, now_ms: i64) -> pb::Team {
     pb::Team {
         id: t.id,
         organization_id: t.organization_id,
         name: t.name,
-        member_user_ids: members,
+        member_user_ids: members.iter().map(|m| m.user_id.clone()).collect(),
+        members: members
+            .into_iter()
+            .map(|m| pb::TeamMember {
+                expired: !live_at(m.expires_at, now_ms),
+                expires_at: m.expires_at.map(timestamp),
+                user_id: m.user_id,
+            })
+            .collect(),
         created_at: Some(timestamp(t.created_at)),
     }
 }
@@ -430,7 +439,7 @@ impl IdentityService for IdentityApi {
         let (team, revision) =
             teams::create_team(&self.state, &caller, &req.organization_id, &req.name).await?;
         Ok(Response::new(pb::CreateTeamResponse {
-            team: Some(team_pb((team, Vec::new()))),
+            team: Some(team_pb((team, Vec::new()), caller.at_ms)),
             revision,
         }))
     }
@@ -460,7 +469,10 @@ impl IdentityService for IdentityApi {
         )
         .await?;
         Ok(Response::new(pb::ListTeamsResponse {
-            teams: teams.into_iter().map(team_pb).collect(),
+            teams: teams
+                .into_iter()
+                .map(|t| team_pb(t, caller.at_ms))
+                .collect(),
             next_page_token,
         }))
     }
@@ -477,10 +489,11 @@ impl IdentityService for IdentityApi {
             &req.organization_id,
             &req.team_id,
             &req.user_id,
+            millis_opt("expires_at", req.expires_at.as_ref())?,
         )
         .await?;
         Ok(Response::new(pb::AddTeamMemberResponse {
-            team: Some(team_pb(team)),
+            team: Some(team_pb(team, caller.at_ms)),
             revision,
         }))
     }
@@ -500,7 +513,7 @@ impl IdentityService for IdentityApi {
         )
         .await?;
         Ok(Response::new(pb::RemoveTeamMemberResponse {
-            team: Some(team_pb(team)),
+            team: Some(team_pb(team, caller.at_ms)),
             revision,
         }))
     }

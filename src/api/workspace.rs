@@ -2,9 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{caller, timestamp};
+use super::{caller, millis_opt, timestamp};
 use crate::{
-    authz::engine::Scope,
+    authz::engine::{Scope, live_at},
     domain::{
         Page,
         access::scope_from_json,
@@ -75,8 +75,11 @@ pub fn subject_pb(subject_type: &str, id: String) -> pb::Subject {
     pb::Subject { kind: Some(kind) }
 }
 
-fn grant_pb(g: grant::Model) -> pb::Grant {
+/// A grant as listed at instant `now_ms` (which says whether it has expired).
+fn grant_pb(g: grant::Model, now_ms: i64) -> pb::Grant {
     pb::Grant {
+        expired: !live_at(g.expires_at, now_ms),
+        expires_at: g.expires_at.map(timestamp),
         scope: g.scope.as_deref().map(|s| scope_pb(&scope_from_json(s))),
         subject: Some(subject_pb(&g.subject_type, g.subject_id)),
         id: g.id,
@@ -223,10 +226,11 @@ impl WorkspaceService for WorkspaceApi {
             subject(req.subject),
             &req.role,
             scope_input(req.scope),
+            millis_opt("expires_at", req.expires_at.as_ref())?,
         )
         .await?;
         Ok(Response::new(pb::GrantAccessResponse {
-            grant: Some(grant_pb(grant)),
+            grant: Some(grant_pb(grant, caller.at_ms)),
             revision,
         }))
     }
@@ -254,36 +258,42 @@ impl WorkspaceService for WorkspaceApi {
             .operations
             .into_iter()
             .map(|o| {
-                o.operation.map(|op| match op {
-                    Op::Grant(g) => batch::Operation::Grant {
-                        workspace_id: g.workspace_id,
-                        subject: subject(g.subject),
-                        role: g.role,
-                        scope: scope_input(g.scope),
-                    },
-                    Op::Revoke(r) => batch::Operation::Revoke {
-                        workspace_id: r.workspace_id,
-                        grant_id: r.grant_id,
-                    },
-                    Op::AddTeamMember(m) => batch::Operation::AddTeamMember {
-                        organization_id: m.organization_id,
-                        team_id: m.team_id,
-                        user_id: m.user_id,
-                    },
-                    Op::RemoveTeamMember(m) => batch::Operation::RemoveTeamMember {
-                        organization_id: m.organization_id,
-                        team_id: m.team_id,
-                        user_id: m.user_id,
-                    },
-                })
+                o.operation
+                    .map(|op| {
+                        Ok(match op {
+                            Op::Grant(g) => batch::Operation::Grant {
+                                expires_at: millis_opt("expires_at", g.expires_at.as_ref())?,
+                                workspace_id: g.workspace_id,
+                                subject: subject(g.subject),
+                                role: g.role,
+                                scope: scope_input(g.scope),
+                            },
+                            Op::Revoke(r) => batch::Operation::Revoke {
+                                workspace_id: r.workspace_id,
+                                grant_id: r.grant_id,
+                            },
+                            Op::AddTeamMember(m) => batch::Operation::AddTeamMember {
+                                expires_at: millis_opt("expires_at", m.expires_at.as_ref())?,
+                                organization_id: m.organization_id,
+                                team_id: m.team_id,
+                                user_id: m.user_id,
+                            },
+                            Op::RemoveTeamMember(m) => batch::Operation::RemoveTeamMember {
+                                organization_id: m.organization_id,
+                                team_id: m.team_id,
+                                user_id: m.user_id,
+                            },
+                        })
+                    })
+                    .transpose()
             })
-            .collect();
+            .collect::<Result<Vec<_>, Error>>()?;
         let (outcomes, revision) = batch::apply(&self.state, &caller, operations).await?;
         Ok(Response::new(pb::BatchWriteAccessResponse {
             results: outcomes
                 .into_iter()
                 .map(|grant| pb::AccessOperationResult {
-                    grant: grant.map(grant_pb),
+                    grant: grant.map(|g| grant_pb(g, caller.at_ms)),
                 })
                 .collect(),
             revision,
@@ -309,7 +319,10 @@ impl WorkspaceService for WorkspaceApi {
         let (rows, next_page_token) =
             workspaces::list_access(&self.state, &caller, &req.workspace_id, filter, page).await?;
         Ok(Response::new(pb::ListAccessResponse {
-            grants: rows.into_iter().map(grant_pb).collect(),
+            grants: rows
+                .into_iter()
+                .map(|g| grant_pb(g, caller.at_ms))
+                .collect(),
             next_page_token,
         }))
     }

@@ -254,6 +254,10 @@ pub struct Caller {
     pub acting_service_account_id: Option<String>,
     /// The `x-tenant-id` metadata, if given.
     pub tenant: Option<String>,
+    /// The instant the call is judged at (ms since the Unix epoch, by the
+    /// server's clock when it arrived): a grant or team membership that has
+    /// expired by then gives the caller nothing.
+    pub at_ms: i64,
 }
 
 impl Caller {
@@ -284,12 +288,14 @@ impl Caller {
         let key = resolve_key(state, secret).await?;
         let tenant = id_header(headers, TENANT_HEADER)?;
         let act_as = id_header(headers, ACT_AS_HEADER)?;
+        let at_ms = state.settings.clock.now_ms();
         let Some(user_id) = act_as else {
             return Ok(Self {
                 principal: key.principal.clone(),
                 key,
                 acting_service_account_id: None,
                 tenant,
+                at_ms,
             });
         };
         let PrincipalId::ServiceAccount(sa_id) = &key.principal else {
@@ -304,6 +310,7 @@ impl Caller {
             principal: PrincipalId::User(user_id),
             key,
             tenant,
+            at_ms,
         })
     }
 

@@ -28,6 +28,7 @@ use super::{
     catalogue::{Catalogue, PermissionSet},
     engine::Access,
 };
+use crate::clock::Clock;
 
 /// Cache keys are built from ids in their one canonical spelling.
 pub use crate::id::{Id, parse as parse_id};
@@ -67,6 +68,9 @@ pub struct ResolvedSet {
     unscoped: PermissionSet,
     /// Permissions some scoped grant holds: allowed depending on tags.
     scoped: PermissionSet,
+    /// The instant the earliest of its grants expires (see
+    /// [`Access::valid_until`]): the set is not used from then on.
+    pub valid_until: Option<i64>,
 }
 
 /// What a decision needs to know about the resource's tags.
@@ -115,11 +119,19 @@ impl ResolvedSet {
             role,
             active: role.is_some(),
             platform_principal: false,
+            valid_until: access.valid_until(),
             access,
             catalogue,
             unscoped,
             scoped,
         }
+    }
+
+    /// Answers whether the set is out of date at `now_ms` because one of its
+    /// grants has expired since it was resolved.
+    #[inline]
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.valid_until.is_some_and(|t| now_ms >= t)
     }
 
     /// The decision without tags: a bit test on the hot path.
@@ -373,6 +385,8 @@ pub struct DecisionCache {
     workspaces: Cache<Id, Arc<WorkspacePlace>>,
     epoch: Arc<AtomicU64>,
     counters: CacheCounters,
+    /// What a set's expiry is judged by.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for DecisionCache {
@@ -386,7 +400,8 @@ impl std::fmt::Debug for DecisionCache {
 impl DecisionCache {
     /// A cache bounded by `config`. Each entry weighs at least
     /// `max_bytes / max_entries`, so the weight bound also bounds the count.
-    pub fn new(config: CacheConfig) -> Self {
+    /// A set is not served once `clock` reaches its earliest grant expiry.
+    pub fn new(config: CacheConfig, clock: Clock) -> Self {
         let floor = u32::try_from(config.max_bytes / config.max_entries.max(1))
             .unwrap_or(u32::MAX)
             .max(1);
@@ -423,14 +438,20 @@ impl DecisionCache {
             workspaces,
             epoch: Arc::new(AtomicU64::new(0)),
             counters,
+            clock,
         }
     }
 
-    /// The cached set for `key`, if any and at least as fresh as `min_revision`.
+    /// The cached set for `key`, if any, at least as fresh as `min_revision`
+    /// and with none of its grants expired since it was resolved (the clock
+    /// is read only for a set holding an expiring grant).
     #[inline]
     pub fn get(&self, key: &SetKey, min_revision: u64) -> Option<Arc<ResolvedSet>> {
         match self.sets.get(key) {
-            Some(set) if set.revision >= min_revision => {
+            Some(set)
+                if set.revision >= min_revision
+                    && !(set.valid_until.is_some() && set.expired_at(self.clock.now_ms())) =>
+            {
                 self.counters.hit();
                 Some(set)
             }
@@ -474,12 +495,12 @@ impl DecisionCache {
             return Ok(set);
         }
         self.counters.miss();
-        if min_revision > 0
-            && self
-                .sets
-                .get(&key)
-                .is_some_and(|s| s.revision < min_revision)
-        {
+        // A cached set that is too old, or out of date because a grant of it
+        // expired, is dropped so that the load below replaces it.
+        if self.sets.get(&key).is_some_and(|s| {
+            s.revision < min_revision
+                || (s.valid_until.is_some() && s.expired_at(self.clock.now_ms()))
+        }) {
             self.sets.invalidate(&key);
         }
         let cell = {
@@ -626,16 +647,18 @@ mod tests {
         for id in perms {
             p.insert(*id);
         }
-        let access = Access {
-            org_admin: false,
-            grants: vec![EffectiveGrant {
+        let access = Access::at(
+            false,
+            vec![EffectiveGrant {
                 grant_id: "g".into(),
                 role: "r".into(),
                 via_team: None,
                 permissions: p,
                 scope: None,
+                expires_at: None,
             }],
-        };
+            0,
+        );
         ResolvedSet::new(
             revision,
             Some(7),
@@ -655,7 +678,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_miss_loads_once_then_hits() {
-        let cache = DecisionCache::new(CacheConfig::default());
+        let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
         let loaded = cache
             .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(set(5, &[3])) })
             .await
@@ -667,8 +690,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_set_is_not_served_once_its_earliest_grant_expires() {
+        let clock = Clock::default();
+        let cache = DecisionCache::new(CacheConfig::default(), clock.clone());
+        let expires = clock.now_ms() + 60_000;
+        let expiring = |now: i64| {
+            let mut s = set(1, &[3]);
+            let mut g = s.access.grants[0].clone();
+            g.expires_at = Some(expires);
+            s = ResolvedSet::new(
+                1,
+                Some(7),
+                Some(OrgRole::User),
+                Access::at(false, vec![g], now),
+                Arc::new(Catalogue::new([])),
+            );
+            s
+        };
+        let now = clock.now_ms();
+        let loaded = cache
+            .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(expiring(now)) })
+            .await
+            .unwrap();
+        assert!(loaded.allows(3, &[]));
+        assert!(cache.get(&key(1, 2), 0).is_some(), "before the expiry");
+        clock.advance(Duration::from_secs(60));
+        assert!(cache.get(&key(1, 2), 0).is_none(), "at the expiry");
+        let now = clock.now_ms();
+        let reloaded = cache
+            .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(expiring(now)) })
+            .await
+            .unwrap();
+        assert!(!reloaded.allows(3, &[]), "resolved after the expiry");
+        assert_eq!(reloaded.valid_until, None);
+        assert!(cache.get(&key(1, 2), 0).is_some(), "the new set is served");
+    }
+
+    #[tokio::test]
     async fn invalidating_a_user_drops_only_their_sets() {
-        let cache = DecisionCache::new(CacheConfig::default());
+        let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
         for (p, w) in [(1, 10), (1, 11), (2, 10)] {
             cache
                 .get_or_load(key(p, w), 0, async { Ok::<_, ()>(set(1, &[])) })
@@ -685,7 +745,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_load() {
-        let cache = DecisionCache::new(CacheConfig::default());
+        let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
         let loads = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -709,7 +769,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_load_that_overlaps_an_invalidation_is_not_cached() {
-        let cache = DecisionCache::new(CacheConfig::default());
+        let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
         let c2 = cache.clone();
         let result = cache
             .get_or_load(key(1, 2), 0, async move {
@@ -723,7 +783,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_older_set_is_reloaded_for_a_newer_revision() {
-        let cache = DecisionCache::new(CacheConfig::default());
+        let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
         cache
             .get_or_load(key(1, 2), 0, async { Ok::<_, ()>(set(3, &[])) })
             .await
@@ -738,7 +798,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_set_loaded_at_or_after_a_change_survives_applying_it() {
-        let cache = DecisionCache::new(CacheConfig::default());
+        let cache = DecisionCache::new(CacheConfig::default(), Clock::default());
         for (p, at) in [(1, 5), (2, 5), (3, 5)] {
             cache
                 .get_or_load(key(p, 10), 0, async move { Ok::<_, ()>(set(at, &[])) })

@@ -59,6 +59,14 @@ impl Scope {
     }
 }
 
+/// Answers whether something expiring at `expires_at` (a grant, a team
+/// membership; `None`: never) still applies at `now_ms`: up to, and not at,
+/// that instant.
+#[inline]
+pub fn live_at(expires_at: Option<i64>, now_ms: i64) -> bool {
+    expires_at.is_none_or(|t| now_ms < t)
+}
+
 /// A grant as it applies to one principal.
 #[derive(Clone, Debug)]
 pub struct EffectiveGrant {
@@ -70,9 +78,18 @@ pub struct EffectiveGrant {
     pub permissions: PermissionSet,
     /// `None`: every resource of the workspace.
     pub scope: Option<Scope>,
+    /// From this instant (ms since the Unix epoch) the grant no longer
+    /// applies: its own expiry or, through a team, the membership's,
+    /// whichever comes first. `None`: it does not expire.
+    pub expires_at: Option<i64>,
 }
 
 impl EffectiveGrant {
+    /// Answers whether the grant still applies at `now_ms` (see [`live_at`]).
+    pub fn live_at(&self, now_ms: i64) -> bool {
+        live_at(self.expires_at, now_ms)
+    }
+
     /// Answers whether this grant allows `permission` on a resource with `tags`.
     pub fn allows(&self, permission: u16, tags: &[(String, String)]) -> bool {
         self.permissions.contains(permission) && self.scope.as_ref().is_none_or(|s| s.matches(tags))
@@ -84,10 +101,31 @@ impl EffectiveGrant {
 pub struct Access {
     /// `ORG_ADMIN` of the workspace's organization: admin of every workspace.
     pub org_admin: bool,
+    /// The grants that applied when this was resolved.
     pub grants: Vec<EffectiveGrant>,
+    /// The grants that had expired by then (still stored until the sweep
+    /// removes them): they allow nothing and are kept to explain a denial.
+    pub expired: Vec<EffectiveGrant>,
 }
 
 impl Access {
+    /// What a principal holds at instant `now_ms`: the grants that still
+    /// apply then, and apart the ones that have expired.
+    pub fn at(org_admin: bool, grants: Vec<EffectiveGrant>, now_ms: i64) -> Self {
+        let (grants, expired) = grants.into_iter().partition(|g| g.live_at(now_ms));
+        Self {
+            org_admin,
+            grants,
+            expired,
+        }
+    }
+
+    /// The earliest instant one of the applying grants expires: from then
+    /// on this resolution is out of date. `None`: none of them expires.
+    pub fn valid_until(&self) -> Option<i64> {
+        self.grants.iter().filter_map(|g| g.expires_at).min()
+    }
+
     /// Answers whether `permission` is allowed on a resource with `tags`.
     /// Workspace-level actions pass no tags, so only unscoped grants apply.
     pub fn allows(&self, permission: u16, tags: &[(String, String)]) -> bool {
@@ -153,7 +191,26 @@ mod tests {
             via_team: None,
             permissions: set,
             scope,
+            expires_at: None,
         }
+    }
+
+    #[test]
+    fn a_grant_applies_up_to_and_not_at_its_expiry() {
+        let mut expiring = grant(&[1], None);
+        expiring.expires_at = Some(1_000);
+        let mut later = grant(&[2], None);
+        later.expires_at = Some(5_000);
+        let held = |now| Access::at(false, vec![expiring.clone(), later.clone()], now);
+        assert!(held(999).allows(1, &[]));
+        assert_eq!(held(999).valid_until(), Some(1_000));
+        let at = held(1_000);
+        assert!(!at.allows(1, &[]), "expired at the instant itself");
+        assert!(at.allows(2, &[]));
+        assert_eq!(at.expired.len(), 1);
+        assert_eq!(at.valid_until(), Some(5_000));
+        assert_eq!(held(5_000).valid_until(), None);
+        assert!(!held(5_000).any());
     }
 
     #[test]
@@ -163,19 +220,13 @@ mod tests {
 
     #[test]
     fn org_admin_allows_everything() {
-        let a = Access {
-            org_admin: true,
-            grants: vec![],
-        };
+        let a = Access::at(true, vec![], 0);
         assert!(a.allows(42, &tags(&[("Environment", "prod")])));
     }
 
     #[test]
     fn unscoped_grant_allows_its_permissions_on_any_resource() {
-        let a = Access {
-            org_admin: false,
-            grants: vec![grant(&[1, 2], None)],
-        };
+        let a = Access::at(false, vec![grant(&[1, 2], None)], 0);
         assert!(a.allows(1, &[]));
         assert!(a.allows(2, &tags(&[("Application", "x")])));
         assert!(!a.allows(3, &[]));
@@ -187,10 +238,7 @@ mod tests {
             ("Environment", &["dev", "staging"]),
             ("Application", &["chat"]),
         ]);
-        let a = Access {
-            org_admin: false,
-            grants: vec![grant(&[1], Some(s))],
-        };
+        let a = Access::at(false, vec![grant(&[1], Some(s))], 0);
         assert!(a.allows(1, &tags(&[("Environment", "dev"), ("Application", "chat")])));
         assert!(!a.allows(
             1,
@@ -212,10 +260,11 @@ mod tests {
         assert!(!prod_or_dev.within(&prod));
         assert!(prod_checkout.within(&prod));
         assert!(!prod.within(&prod_checkout));
-        let holder = Access {
-            org_admin: false,
-            grants: vec![grant(&[1], None), grant(&[2], Some(prod_or_dev.clone()))],
-        };
+        let holder = Access::at(
+            false,
+            vec![grant(&[1], None), grant(&[2], Some(prod_or_dev.clone()))],
+            0,
+        );
         let wanted = |ps: &[u16]| {
             let mut set = PermissionSet::default();
             for p in ps {
@@ -233,10 +282,7 @@ mod tests {
             holder.first_not_covered(&wanted(&[3]), Some(&prod)),
             Some(3)
         );
-        let admin = Access {
-            org_admin: true,
-            grants: vec![],
-        };
+        let admin = Access::at(true, vec![], 0);
         assert_eq!(admin.first_not_covered(&wanted(&[3]), None), None);
     }
 

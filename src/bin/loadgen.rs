@@ -777,6 +777,7 @@ async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
                                         }),
                                         role: "WORKSPACE_VIEWER".into(),
                                         scope: None,
+                                        expires_at: None,
                                     },
                                 )),
                             })
@@ -861,6 +862,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                 subject: user(u),
                 role: role.to_owned(),
                 scope: None,
+                expires_at: None,
             },
             key,
         );
@@ -904,6 +906,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                     organization_id: org.clone(),
                     team_id: team.clone(),
                     user_id: u.clone(),
+                    expires_at: None,
                 },
                 key,
             ))
@@ -955,6 +958,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                             }),
                             role: "WORKSPACE_EDITOR".into(),
                             scope: None,
+                            expires_at: None,
                         },
                         key,
                     ))
@@ -968,6 +972,7 @@ async fn invalidation(url: &str, seeded: &Seeded) {
                             organization_id: org.clone(),
                             team_id: team.clone(),
                             user_id: joiner.clone(),
+                            expires_at: None,
                         },
                         key,
                     ))
@@ -1125,6 +1130,7 @@ async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
                         }],
                         application: String::new(),
                     }),
+                    expires_at: None,
                 },
                 key,
             ))

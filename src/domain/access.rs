@@ -11,7 +11,7 @@ use crate::{
     authz::{
         OrgRole,
         catalogue::{Catalogue, PermissionSet, SystemRole},
-        engine::{Access, EffectiveGrant, Scope, TagCondition},
+        engine::{Access, EffectiveGrant, Scope, TagCondition, live_at},
     },
     store::{
         Store, StoreResult,
@@ -37,18 +37,21 @@ pub async fn catalogue<C: ConnectionTrait>(conn: &C, org_id: &str) -> StoreResul
     ))
 }
 
-/// The subjects through which a principal holds grants: itself and, for a
-/// user, the teams they are in.
+/// The subjects through which a principal holds grants at instant
+/// `now_ms`: itself and, for a user, the teams they are in then.
 pub async fn subjects_of<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
     principal: &PrincipalId,
+    now_ms: i64,
 ) -> StoreResult<Vec<(&'static str, String)>> {
     Ok(match principal {
         PrincipalId::User(id) => {
             let mut subjects = vec![("user", id.clone())];
-            for team in workspaces::team_ids_of_user(conn, org_id, id).await? {
-                subjects.push(("team", team));
+            for m in workspaces::memberships_of_user(conn, org_id, id).await? {
+                if live_at(m.expires_at, now_ms) {
+                    subjects.push(("team", m.team_id));
+                }
             }
             subjects
         }
@@ -173,6 +176,15 @@ fn principal_table(principal: &PrincipalId) -> (PrincipalTable, &str) {
     }
 }
 
+/// The instant a grant stops reaching its holder: its own expiry or, held
+/// through a team, the membership's, whichever comes first.
+fn reach_expiry(grant: Option<i64>, membership: Option<i64>) -> Option<i64> {
+    match (grant, membership) {
+        (Some(g), Some(m)) => Some(g.min(m)),
+        (g, m) => g.or(m),
+    }
+}
+
 /// The grants of a standing as the engine evaluates them; a grant naming a
 /// custom role that does not exist in the organization grants nothing.
 fn effective_grants(catalogue: &Catalogue, grants: Vec<HeldGrant>) -> Vec<EffectiveGrant> {
@@ -189,9 +201,12 @@ fn effective_grants(catalogue: &Catalogue, grants: Vec<HeldGrant>) -> Vec<Effect
                 subject_id,
                 role,
                 scope,
+                expires_at,
+                membership_expires_at,
                 ..
             } = g;
             Some(EffectiveGrant {
+                expires_at: reach_expiry(expires_at, membership_expires_at),
                 via_team: (subject_type == "team").then_some(subject_id),
                 scope: scope.as_deref().map(scope_from_json),
                 grant_id: id,
@@ -203,14 +218,15 @@ fn effective_grants(catalogue: &Catalogue, grants: Vec<HeldGrant>) -> Vec<Effect
 }
 
 /// Loads what `principal` holds in a workspace (`(organization id,
-/// workspace id)`) in one round trip, shared with concurrent misses: its
-/// standing in the organization and the grants reaching it there, with
-/// their custom roles.
+/// workspace id)`) at instant `now_ms` in one round trip, shared with
+/// concurrent misses: its standing in the organization and the grants
+/// reaching it there, with their custom roles.
 pub async fn held(
     store: &Store,
     catalogue: &Catalogue,
     (organization_id, workspace_id): (&str, &str),
     principal: &PrincipalId,
+    now_ms: i64,
 ) -> StoreResult<Held> {
     let (table, id) = principal_table(principal);
     let standing = store
@@ -234,24 +250,26 @@ pub async fn held(
     Ok(Held {
         role: Some(role),
         platform,
-        access: Access {
-            org_admin: role == OrgRole::Admin,
-            grants: effective_grants(catalogue, grants),
-        },
+        access: Access::at(
+            role == OrgRole::Admin,
+            effective_grants(catalogue, grants),
+            now_ms,
+        ),
     })
 }
 
 /// Loads what `principal` holds in a workspace (`(organization id,
-/// workspace id)`) through `conn` (a change's transaction, say), under
-/// `org_role`, the organization role its caller acts with: the same
-/// statement as a miss, alone. A principal that is no member or account of
-/// the organization holds nothing.
+/// workspace id)`) at instant `now_ms` through `conn` (a change's
+/// transaction, say), under `org_role`, the organization role its caller
+/// acts with: the same statement as a miss, alone. A principal that is no
+/// member or account of the organization holds nothing.
 pub async fn resolve<C: ConnectionTrait>(
     conn: &C,
     catalogue: &Catalogue,
     (organization_id, workspace_id): (&str, &str),
     principal: &PrincipalId,
     org_role: Option<OrgRole>,
+    now_ms: i64,
 ) -> StoreResult<Access> {
     let (table, id) = principal_table(principal);
     let wanted = (
@@ -265,10 +283,7 @@ pub async fn resolve<C: ConnectionTrait>(
         .flatten()
         .map(|standing| effective_grants(catalogue, standing.grants))
         .unwrap_or_default();
-    Ok(Access {
-        org_admin: org_role == Some(OrgRole::Admin),
-        grants,
-    })
+    Ok(Access::at(org_role == Some(OrgRole::Admin), grants, now_ms))
 }
 
 #[cfg(test)]

@@ -261,28 +261,37 @@ pub async fn workspace<C: Reads>(
     Ok((ws, power))
 }
 
+/// The id of the workspace a call without a workspace id and without
+/// `x-tenant-id` acts in: a personal access token's user's default
+/// workspace in the key's organization, or the one workspace a service key
+/// is limited to; `None` for a key that has none.
+pub async fn default_workspace_id<C: ConnectionTrait>(
+    conn: &C,
+    caller: &Caller,
+) -> Result<Option<String>> {
+    Ok(match (&caller.principal, &caller.key.reach) {
+        (PrincipalId::User(user), _) => {
+            identity::membership(conn, caller.key.organization_id(), user)
+                .await?
+                .map(|m| m.default_workspace_id)
+        }
+        (PrincipalId::ServiceAccount(_), Reach::Workspaces(ids)) if ids.len() == 1 => {
+            Some(ids[0].clone())
+        }
+        _ => None,
+    })
+}
+
 async fn default_workspace<C: ConnectionTrait>(
     conn: &C,
     caller: &Caller,
 ) -> Result<workspace::Model> {
-    let missing = || {
+    let id = default_workspace_id(conn, caller).await?.ok_or_else(|| {
         Error::PermissionDenied(
             "x-tenant-id is required: name the target workspace (this key has no default workspace)"
                 .into(),
         )
-    };
-    let id = match (&caller.principal, &caller.key.reach) {
-        (PrincipalId::User(user), _) => {
-            identity::membership(conn, caller.key.organization_id(), user)
-                .await?
-                .ok_or_else(missing)?
-                .default_workspace_id
-        }
-        (PrincipalId::ServiceAccount(_), Reach::Workspaces(ids)) if ids.len() == 1 => {
-            ids[0].clone()
-        }
-        _ => return Err(missing()),
-    };
+    })?;
     identity::workspace(conn, &id)
         .await?
         .ok_or_else(|| unreachable_workspace(&id))
@@ -329,6 +338,7 @@ async fn held_in<C: Reads>(
         (&ws.organization_id, &ws.id),
         &caller.principal,
         Some(power.role),
+        caller.at_ms,
     )
     .await?)
 }

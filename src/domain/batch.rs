@@ -26,6 +26,7 @@ pub enum Operation {
         subject: Option<Subject>,
         role: String,
         scope: ScopeInput,
+        expires_at: Option<i64>,
     },
     Revoke {
         workspace_id: String,
@@ -35,6 +36,7 @@ pub enum Operation {
         organization_id: String,
         team_id: String,
         user_id: String,
+        expires_at: Option<i64>,
     },
     RemoveTeamMember {
         organization_id: String,
@@ -95,7 +97,11 @@ async fn one(tx: &Tx, caller: &Caller, operation: Option<Operation>) -> Result<O
             subject,
             role,
             scope,
-        } => Some(workspaces::grant_in(tx, caller, &workspace_id, subject, &role, scope).await?),
+            expires_at,
+        } => Some(
+            workspaces::grant_in(tx, caller, &workspace_id, subject, &role, scope, expires_at)
+                .await?,
+        ),
         Operation::Revoke {
             workspace_id,
             grant_id,
@@ -107,8 +113,10 @@ async fn one(tx: &Tx, caller: &Caller, operation: Option<Operation>) -> Result<O
             organization_id,
             team_id,
             user_id,
+            expires_at,
         } => {
-            teams::add_team_member_in(tx, caller, &organization_id, &team_id, &user_id).await?;
+            teams::add_team_member_in(tx, caller, &organization_id, &team_id, &user_id, expires_at)
+                .await?;
             None
         }
         Operation::RemoveTeamMember {

@@ -25,8 +25,9 @@ use crate::{
             Id, LoadError, PrincipalKind, ResolvedSet, SetKey, Verdict, WorkspacePlace, parse_id,
         },
         catalogue::Catalogue,
-        engine::{EffectiveGrant, Scope},
+        engine::{EffectiveGrant, Scope, live_at},
     },
+    clock::rfc3339,
     error::{Error, Result},
     state::AppState,
     store::{identity, keys, workspaces},
@@ -172,6 +173,7 @@ async fn load_set(
         &catalogue,
         (&ws.organization_id, &ws.id),
         principal,
+        state.settings.clock.now_ms(),
     )
     .await?;
     let mut set = ResolvedSet::new(revision, Some(org), held.role, held.access, catalogue);
@@ -218,8 +220,10 @@ async fn resolved_set(
             )
             .await
         {
-            // A shared load that began before the asked-for revision: load again.
+            // A shared load that began before the asked-for revision, or
+            // one of whose grants has expired since it was read: load again.
             Ok(set) if set.revision < at_least_revision => continue,
+            Ok(set) if set.expired_at(state.settings.clock.now_ms()) => continue,
             Ok(set) => return Ok(set),
             Err(LoadError::Raced) => continue,
             Err(LoadError::Failed(e)) => return Err(e),
@@ -311,6 +315,25 @@ fn check_resource(permission: &str, resource: &Resource) -> Result<()> {
     rules::check_tags("resource.tags", &resource.tags)
 }
 
+/// The workspace of a question that names none: the caller's `x-tenant-id`,
+/// else its key's default workspace (a personal access token's user's
+/// default workspace, or the one workspace a service key is limited to), as
+/// for every other call. The caller's power there is decided afterwards like
+/// for a named workspace.
+pub async fn implied_workspace(state: &AppState, caller: &Caller) -> Result<String> {
+    if let Some(tenant) = &caller.tenant {
+        return Ok(tenant.clone());
+    }
+    authorize::default_workspace_id(state.store.db(), caller)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "workspace_id",
+                "is required (or send `x-tenant-id`): this key has no default workspace",
+            )
+        })
+}
+
 /// Resolves who and where a check is about, and authorizes the caller.
 pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> Result<Subject> {
     check_resource(&input.permission, &input.resource)?;
@@ -350,13 +373,8 @@ pub async fn subject(state: &AppState, caller: &Caller, input: &CheckInput) -> R
     };
     let workspace_id = if !input.workspace_id.is_empty() {
         input.workspace_id.clone()
-    } else if let Some(tenant) = &caller.tenant {
-        tenant.clone()
     } else {
-        return Err(Error::invalid(
-            "workspace_id",
-            "is required (or send `x-tenant-id`)",
-        ));
+        implied_workspace(state, caller).await?
     };
     let set = authorized_set(
         state,
@@ -486,6 +504,8 @@ pub struct Explanation {
     pub matched: Vec<EffectiveGrant>,
     /// Grants whose role holds the permission but whose scope misses the resource.
     pub scope_mismatched: Vec<EffectiveGrant>,
+    /// Grants that would allow but had expired when the set was resolved.
+    pub expired: Vec<EffectiveGrant>,
     pub revision: u64,
 }
 
@@ -499,6 +519,7 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
         org_role: set.role.filter(|_| !subject.hidden),
         matched: Vec::new(),
         scope_mismatched: Vec::new(),
+        expired: Vec::new(),
         revision: set.revision,
     };
     if let Some(reason) = &subject.bad_key {
@@ -538,6 +559,13 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
         .filter(|g| !g.allows(permission, &tags))
         .map(|g| (*g).clone())
         .collect();
+    let expired: Vec<EffectiveGrant> = set
+        .access
+        .expired
+        .iter()
+        .filter(|g| g.allows(permission, &tags))
+        .cloned()
+        .collect();
     let allowed = role == OrgRole::Admin || !matched.is_empty();
     let reason = if role == OrgRole::Admin {
         "allowed: ORG_ADMIN is admin of every workspace of the organization".to_owned()
@@ -549,6 +577,18 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
             ),
             None => format!("allowed: grant `{}` with role `{}`", g.grant_id, g.role),
         }
+    } else if let Some(g) = expired.first() {
+        let through = g
+            .via_team
+            .as_ref()
+            .map(|team| format!(" of team `{team}`"))
+            .unwrap_or_default();
+        format!(
+            "denied: grant `{}`{through} with role `{}` expired at {}",
+            g.grant_id,
+            g.role,
+            g.expires_at.map(rfc3339).unwrap_or_default()
+        )
     } else if !scope_mismatched.is_empty() {
         format!(
             "denied: {} grant(s) hold `{}` but their scope does not match the resource's {} tags",
@@ -571,6 +611,7 @@ pub async fn explain(state: &AppState, caller: &Caller, input: &CheckInput) -> R
         org_role: Some(role),
         matched,
         scope_mismatched,
+        expired,
         revision: set.revision,
     })
 }
@@ -700,6 +741,9 @@ pub async fn lookup_subjects(
         if g.subject_type == "service_account" && hidden.contains(&g.subject_id) {
             continue;
         }
+        if !live_at(g.expires_at, caller.at_ms) {
+            continue;
+        }
         let holds = sets.get(&g.role).is_some_and(|s| s.contains(perm));
         let in_scope = g
             .scope
@@ -716,9 +760,12 @@ pub async fn lookup_subjects(
                 &mut out,
             ),
             _ => {
-                for user in crate::store::teams::team_member_ids(conn, &g.subject_id).await? {
+                for m in crate::store::teams::team_members(conn, &g.subject_id).await? {
+                    if !live_at(m.expires_at, caller.at_ms) {
+                        continue;
+                    }
                     push(
-                        PrincipalId::User(user),
+                        PrincipalId::User(m.user_id),
                         format!("team:{}", g.subject_id),
                         &mut out,
                     );

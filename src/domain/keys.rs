@@ -537,6 +537,7 @@ pub async fn authenticate(
         key,
         acting_service_account_id: None,
         tenant: (!tenant.is_empty()).then(|| tenant.to_owned()),
+        at_ms: caller.at_ms,
     };
     let workspace = match authorize::workspace(conn, &subject, "").await {
         Ok((ws, _)) => Some(ws),

@@ -79,6 +79,7 @@ pub async fn join(
         role: DEFAULT_WORKSPACE_ROLE.into(),
         scope: None,
         created_at: now,
+        expires_at: None,
     };
     identity::insert(conn, admin_grant.into_active_model()).await?;
     let membership = membership::Model {

@@ -166,6 +166,18 @@ pub fn subject(field: &'static str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// Validates the expiry of a grant or team membership given at `now_ms`:
+/// absent (it does not expire) or in the future.
+pub fn expiry(field: &'static str, expires_at: Option<i64>, now_ms: i64) -> Result<Option<i64>> {
+    match expires_at {
+        Some(t) if t <= now_ms => Err(Error::invalid(
+            field,
+            "must be in the future (leave it unset for access that does not expire)",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Validates a non-empty id field.
 pub fn id<'a>(field: &'static str, value: &'a str) -> Result<&'a str> {
     if value.is_empty() {

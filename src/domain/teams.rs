@@ -21,8 +21,8 @@ use crate::{
     },
 };
 
-/// A team with its members' user ids.
-pub type TeamWithMembers = (team::Model, Vec<String>);
+/// A team with its memberships (expired ones included until swept).
+pub type TeamWithMembers = (team::Model, Vec<team_member::Model>);
 
 async fn team_in_org(tx: &Tx, org_id: &str, team_id: &str) -> Result<team::Model> {
     let team_id = rules::id("team_id", team_id)?;
@@ -118,29 +118,35 @@ pub async fn list_teams(
     Ok(finish_page(rows, size, |(t, _)| t.id.clone()))
 }
 
-/// Adds an organization member to a team (admins only).
+/// Adds an organization member to a team (admins only), until
+/// `expires_at` if given.
 pub async fn add_team_member(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
     team_id: &str,
     user_id: &str,
+    expires_at: Option<i64>,
 ) -> Result<(TeamWithMembers, u64)> {
     let tx = Tx::begin(state, caller).await?;
-    let changed = add_team_member_in(&tx, caller, org_id, team_id, user_id).await?;
+    let changed = add_team_member_in(&tx, caller, org_id, team_id, user_id, expires_at).await?;
     Ok((changed, tx.commit().await?))
 }
 
 /// Adds a team member inside the change `tx` (see [`add_team_member`]).
+/// Adding a member again sets the new expiry on their membership, or makes
+/// it permanent: extending is adding again.
 pub async fn add_team_member_in(
     tx: &Tx,
     caller: &Caller,
     org_id: &str,
     team_id: &str,
     user_id: &str,
+    expires_at: Option<i64>,
 ) -> Result<TeamWithMembers> {
     let org_id = caller.organization(org_id).to_owned();
     let user_id = rules::id("user_id", user_id)?;
+    let expires_at = rules::expiry("expires_at", expires_at, caller.at_ms)?;
     authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageTeams).await?;
     let conn = tx.conn();
     let team = team_in_org(tx, &org_id, team_id).await?;
@@ -152,19 +158,39 @@ pub async fn add_team_member_in(
             "user `{user_id}` is not a member of the organization; add them first"
         )));
     }
-    if teams::is_team_member(conn, &team.id, user_id).await? {
-        return Err(Error::AlreadyExists(format!(
-            "user `{user_id}` is already in team `{}`",
-            team.name
-        )));
-    }
-    let row = team_member::Model {
-        team_id: team.id.clone(),
-        user_id: user_id.to_owned(),
-        organization_id: org_id.clone(),
-        created_at: now_ms(),
+    let (action, details) = match teams::team_member(conn, &team.id, user_id).await? {
+        Some(m) if m.expires_at.is_none() && expires_at.is_none() => {
+            return Err(Error::AlreadyExists(format!(
+                "user `{user_id}` is already in team `{}`",
+                team.name
+            )));
+        }
+        Some(m) => {
+            teams::set_team_member_expiry(conn, &team.id, user_id, expires_at).await?;
+            (
+                "team.set_member_expiry",
+                json!({
+                    "user_id": user_id,
+                    "expires_at": expires_at,
+                    "previous_expires_at": m.expires_at,
+                }),
+            )
+        }
+        None => {
+            let row = team_member::Model {
+                team_id: team.id.clone(),
+                user_id: user_id.to_owned(),
+                organization_id: org_id.clone(),
+                created_at: now_ms(),
+                expires_at,
+            };
+            identity::insert(conn, row.into_active_model()).await?;
+            (
+                "team.add_member",
+                json!({ "user_id": user_id, "expires_at": expires_at }),
+            )
+        }
     };
-    identity::insert(conn, row.into_active_model()).await?;
     tx.changed(Changed::TeamMember {
         organization_id: &org_id,
         team_id: &team.id,
@@ -176,13 +202,13 @@ pub async fn add_team_member_in(
         &Actor::of(caller),
         Change {
             organization_id: Some(&org_id),
-            action: "team.add_member",
+            action,
             target_type: "team",
             target_id: &team.id,
-            details: json!({ "user_id": user_id }),
+            details,
         },
     );
-    let members = teams::team_member_ids(conn, &team.id).await?;
+    let members = teams::team_members(conn, &team.id).await?;
     Ok((team, members))
 }
 
@@ -236,6 +262,6 @@ pub async fn remove_team_member_in(
             details: json!({ "user_id": user_id }),
         },
     );
-    let members = teams::team_member_ids(conn, &team.id).await?;
+    let members = teams::team_members(conn, &team.id).await?;
     Ok((team, members))
 }

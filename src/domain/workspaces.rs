@@ -18,7 +18,7 @@ use crate::{
     authz::{
         OrgPermission,
         catalogue::SystemRole,
-        engine::{APPLICATION_TAG, Scope, TagCondition},
+        engine::{APPLICATION_TAG, Scope, TagCondition, live_at},
         power::Reach,
     },
     config::DeploymentMode,
@@ -106,6 +106,7 @@ pub async fn create_workspace(
             role: SystemRole::Admin.as_str().into(),
             scope: None,
             created_at: now,
+            expires_at: None,
         };
         identity::insert(conn, creator.into_active_model()).await?;
     }
@@ -150,9 +151,17 @@ pub async fn list_workspaces(
     let mut only: Option<Vec<String>> = if power.admin_of_reached_workspaces() {
         None
     } else {
-        let subjects = subjects_of(conn, &org_id, &caller.principal).await?;
+        let subjects = subjects_of(conn, &org_id, &caller.principal, caller.at_ms).await?;
         let refs: Vec<(&str, &str)> = subjects.iter().map(|(t, id)| (*t, id.as_str())).collect();
-        Some(workspaces::workspace_ids_with_grants(conn, &org_id, &refs).await?)
+        let mut ids: Vec<String> = workspaces::org_grants_of_subjects(conn, &org_id, &refs)
+            .await?
+            .into_iter()
+            .filter(|g| live_at(g.expires_at, caller.at_ms))
+            .map(|g| g.workspace_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Some(ids)
     };
     if let Reach::Workspaces(reached) = &power.reach {
         only = Some(match only {
@@ -445,13 +454,17 @@ pub async fn grant_access(
     subject: Option<Subject>,
     role: &str,
     scope: ScopeInput,
+    expires_at: Option<i64>,
 ) -> Result<(grant::Model, u64)> {
     let tx = Tx::begin(state, caller).await?;
-    let row = grant_in(&tx, caller, workspace_id, subject, role, scope).await?;
+    let row = grant_in(&tx, caller, workspace_id, subject, role, scope, expires_at).await?;
     Ok((row, tx.commit().await?))
 }
 
-/// Grants a role inside the change `tx` (see [`grant_access`]).
+/// Grants a role inside the change `tx` (see [`grant_access`]), until
+/// `expires_at` if given. Granting what the subject already holds (same
+/// role, same scope) sets the new expiry on that grant, or makes it
+/// permanent: extending is granting again.
 pub async fn grant_in(
     tx: &Tx,
     caller: &Caller,
@@ -459,12 +472,14 @@ pub async fn grant_in(
     subject: Option<Subject>,
     role: &str,
     scope: ScopeInput,
+    expires_at: Option<i64>,
 ) -> Result<grant::Model> {
     let subject = subject
         .ok_or_else(|| Error::invalid("subject", "must name a user, team or service account"))?;
     if subject.parts().1.is_empty() {
         return Err(Error::invalid("subject", "id is required"));
     }
+    let expires_at = rules::expiry("expires_at", expires_at, caller.at_ms)?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
     validate_subject(tx, caller, &ws.organization_id, &subject).await?;
@@ -484,13 +499,22 @@ pub async fn grant_in(
     let (subject_type, subject_id) = subject.parts();
     let existing =
         workspaces::grants_of_subjects(tx.conn(), &ws.id, &[(subject_type, subject_id)]).await?;
-    if existing
+    if let Some(same) = existing
         .iter()
-        .any(|g| g.role == role && g.scope == scope_json)
+        .find(|g| g.role == role && g.scope == scope_json)
+        .cloned()
     {
-        return Err(Error::AlreadyExists(format!(
-            "{subject_type} `{subject_id}` already holds this role with this scope"
-        )));
+        if same.expires_at.is_none() && expires_at.is_none() {
+            return Err(Error::AlreadyExists(format!(
+                "{subject_type} `{subject_id}` already holds this role with this scope"
+            )));
+        }
+        if expires_at.is_some() && is_owners_own_access(&ws, &same) {
+            return Err(Error::FailedPrecondition(
+                "expires_at: the owner's access to their default workspace cannot expire".into(),
+            ));
+        }
+        return set_grant_expiry(tx, caller, &ws, same, expires_at).await;
     }
     if existing.len() >= MAX_GRANTS_PER_SUBJECT {
         return Err(Error::FailedPrecondition(format!(
@@ -506,6 +530,7 @@ pub async fn grant_in(
         role,
         scope: scope_json,
         created_at: now_ms(),
+        expires_at,
     };
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
     tx.changed(Changed::Grant {
@@ -527,10 +552,56 @@ pub async fn grant_in(
                 "subject": format!("{subject_type}:{subject_id}"),
                 "role": row.role,
                 "scope": row.scope.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
+                "expires_at": row.expires_at,
             }),
         },
     );
     Ok(row)
+}
+
+/// Gives an existing grant a new expiry (`None`: permanent), in `tx`.
+async fn set_grant_expiry(
+    tx: &Tx,
+    caller: &Caller,
+    ws: &workspace::Model,
+    mut row: grant::Model,
+    expires_at: Option<i64>,
+) -> Result<grant::Model> {
+    workspaces::set_grant_expiry(tx.conn(), &row.id, expires_at).await?;
+    tx.changed(Changed::Grant {
+        workspace_id: &ws.id,
+        subject_type: &row.subject_type,
+        subject_id: &row.subject_id,
+    })
+    .await?;
+    audit::record(
+        tx,
+        &Actor::of(caller),
+        Change {
+            organization_id: Some(&ws.organization_id),
+            action: "grant.set_expiry",
+            target_type: "grant",
+            target_id: &row.id,
+            details: json!({
+                "workspace_id": ws.id,
+                "subject": format!("{}:{}", row.subject_type, row.subject_id),
+                "role": row.role,
+                "expires_at": expires_at,
+                "previous_expires_at": row.expires_at,
+            }),
+        },
+    );
+    row.expires_at = expires_at;
+    Ok(row)
+}
+
+/// Answers whether `grant` is the owner's unscoped grant on their default
+/// workspace: private to them, it can be neither revoked nor made to expire.
+fn is_owners_own_access(ws: &workspace::Model, grant: &grant::Model) -> bool {
+    ws.is_default
+        && grant.subject_type == "user"
+        && ws.owner_user_id.as_deref() == Some(grant.subject_id.as_str())
+        && grant.scope.is_none()
 }
 
 /// Revokes a grant (`roles:manage`). The owner's admin grant on their default
@@ -573,11 +644,7 @@ pub async fn revoke_in(tx: &Tx, caller: &Caller, workspace_id: &str, grant_id: &
         GrantChange::Take,
     )
     .await?;
-    if ws.is_default
-        && row.subject_type == "user"
-        && ws.owner_user_id.as_deref() == Some(row.subject_id.as_str())
-        && row.scope.is_none()
-    {
+    if is_owners_own_access(&ws, &row) {
         return Err(Error::FailedPrecondition(
             "the owner's access to their default workspace cannot be revoked".into(),
         ));
@@ -620,9 +687,15 @@ pub async fn list_access(
     let (ws, _) = authorize::workspace_action(conn, caller, workspace_id, "members:read").await?;
     let subjects: Option<Vec<(&'static str, String)>> = match &subject {
         None => None,
-        Some(Subject::User(id)) => {
-            Some(subjects_of(conn, &ws.organization_id, &PrincipalId::User(id.clone())).await?)
-        }
+        Some(Subject::User(id)) => Some(
+            subjects_of(
+                conn,
+                &ws.organization_id,
+                &PrincipalId::User(id.clone()),
+                caller.at_ms,
+            )
+            .await?,
+        ),
         Some(other) => {
             let (t, id) = other.parts();
             Some(vec![(t, id.to_owned())])

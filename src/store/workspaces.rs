@@ -6,6 +6,7 @@ use sea_orm::{
     ActiveValue::{Set, Unchanged},
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
+    sea_query::Expr,
 };
 
 use super::{
@@ -124,20 +125,17 @@ pub async fn set_key_workspaces<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The ids of the teams a user is in, within an organization.
-pub async fn team_ids_of_user<C: ConnectionTrait>(
+/// A user's team memberships within an organization, expired ones included.
+pub async fn memberships_of_user<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
     user_id: &str,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<team_member::Model>> {
     Ok(team_member::Entity::find()
         .filter(team_member::Column::OrganizationId.eq(org_id))
         .filter(team_member::Column::UserId.eq(user_id))
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|m| m.team_id)
-        .collect())
+        .await?)
 }
 
 fn subjects_condition(subjects: &[(&str, &str)]) -> Condition {
@@ -167,19 +165,30 @@ pub async fn grants_of_subjects<C: ConnectionTrait>(
         .await?)
 }
 
-/// The ids of the workspaces of an organization where any of `subjects` holds a grant.
+/// The grants of an organization naming any of `subjects`, expired ones included.
+pub async fn org_grants_of_subjects<C: ConnectionTrait>(
+    conn: &C,
+    org_id: &str,
+    subjects: &[(&str, &str)],
+) -> StoreResult<Vec<grant::Model>> {
+    if subjects.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(grant::Entity::find()
+        .filter(grant::Column::OrganizationId.eq(org_id))
+        .filter(subjects_condition(subjects))
+        .all(conn)
+        .await?)
+}
+
+/// The ids of the workspaces of an organization where any of `subjects`
+/// holds a grant, expired or not (what caches to drop after a change).
 pub async fn workspace_ids_with_grants<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
     subjects: &[(&str, &str)],
 ) -> StoreResult<Vec<String>> {
-    if subjects.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut ids: Vec<String> = grant::Entity::find()
-        .filter(grant::Column::OrganizationId.eq(org_id))
-        .filter(subjects_condition(subjects))
-        .all(conn)
+    let mut ids: Vec<String> = org_grants_of_subjects(conn, org_id, subjects)
         .await?
         .into_iter()
         .map(|g| g.workspace_id)
@@ -224,6 +233,39 @@ pub async fn delete_grant<C: ConnectionTrait>(conn: &C, id: &str) -> StoreResult
         .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Sets when a grant expires (`None`: never).
+pub async fn set_grant_expiry<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+    expires_at: Option<i64>,
+) -> StoreResult<()> {
+    grant::Entity::update_many()
+        .col_expr(grant::Column::ExpiresAt, Expr::value(expires_at))
+        .filter(grant::Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` grants (of organization `org_id`, when given) whose
+/// expiry is at or before `now_ms`, oldest expiry first.
+pub async fn expired_grants<C: ConnectionTrait>(
+    conn: &C,
+    org_id: Option<&str>,
+    now_ms: i64,
+    limit: u64,
+) -> StoreResult<Vec<grant::Model>> {
+    let mut query = grant::Entity::find().filter(grant::Column::ExpiresAt.lte(now_ms));
+    if let Some(org_id) = org_id {
+        query = query.filter(grant::Column::OrganizationId.eq(org_id));
+    }
+    Ok(query
+        .order_by_asc(grant::Column::ExpiresAt)
+        .limit(limit)
+        .all(conn)
+        .await?)
 }
 
 /// Grants of an organization that use a role.

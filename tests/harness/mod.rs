@@ -515,6 +515,7 @@ impl TestServer {
                     }),
                     role: role.into(),
                     scope,
+                    expires_at: None,
                 },
                 self.key(),
             ))
@@ -550,6 +551,7 @@ impl TestServer {
                         organization_id: String::new(),
                         team_id: team.clone(),
                         user_id: (*m).into(),
+                        expires_at: None,
                     },
                     self.key(),
                 ))

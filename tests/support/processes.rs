@@ -263,6 +263,7 @@ pub async fn grant(
                 }),
                 role: role.into(),
                 scope: None,
+                expires_at: None,
             },
             key,
             &[],

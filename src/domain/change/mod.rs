@@ -102,6 +102,16 @@ impl Tx {
         })
     }
 
+    /// Opens a transaction of the server's own (a background sweep) in
+    /// organization `organization`, whose changes reach the caches of `state`.
+    pub async fn system(state: &AppState, organization: u128) -> Result<Self> {
+        Ok(Self {
+            inner: state.store.write(organization).await?,
+            state: Some(state.clone()),
+            pending: Mutex::default(),
+        })
+    }
+
     /// Opens a transaction for a command-line tool with no caches of its own
     /// (replicas read its changes from the log).
     pub async fn detached(store: &Store) -> Result<Self> {

@@ -17,6 +17,8 @@ pub struct Model {
     /// JSON of the scope, `None` for an unscoped grant.
     pub scope: Option<String>,
     pub created_at: i64,
+    /// From this instant (ms since the Unix epoch) it no longer applies; `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// No declared relations: queries join explicitly in the repository functions.

@@ -12,6 +12,8 @@ pub struct Model {
     pub user_id: String,
     pub organization_id: String,
     pub created_at: i64,
+    /// From this instant (ms since the Unix epoch) it no longer applies; `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// No declared relations: queries join explicitly in the repository functions.
