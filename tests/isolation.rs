@@ -490,6 +490,7 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
                     workspace_id: ws.clone(),
                     data_retention_days: Some(days),
                     monthly_trace_limit: Some(limit),
+                    clear: vec![],
                 },
                 a,
             ))
