@@ -10,7 +10,9 @@
 //!   keys, roles, invites, billing, the audit log ...) or bound to one
 //!   workspace (its settings, admin of it): a key limited to some workspaces
 //!   holds only the second kind, and only inside them
-//!   ([`OrgPermission::needs_whole_organization`]).
+//!   ([`OrgPermission::needs_whole_organization`]). What is exercised on
+//!   every workspace at once (the organization's default settings) needs a
+//!   key reaching the whole organization ([`Power::org_every_workspace`]).
 //! * Powers that cross organizations ([`PlatformPower`]) belong to platform
 //!   accounts acting as themselves with a key that reaches their whole
 //!   organization, and to nobody else.
