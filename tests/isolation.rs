@@ -6,7 +6,8 @@
 //! admin user acting through `x-act-as-user`. Two organizations, P (the
 //! bootstrap organization) and Q (a shared one a user created), each hold
 //! users of every role with personal access tokens, workspaces, a team, grants,
-//! a custom role, applications, registered resources, settings, an invite,
+//! a custom role, applications, registered resources, settings and
+//! organization default settings, an invite,
 //! service accounts with keys of every scope, and a revoked key. Every string
 //! of the world carries its organization's marker (`q-secret-…`,
 //! `…@q.victim.test`, `idp|q-…`), so that a leak is found in bytes.
@@ -492,12 +493,29 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
                     workspace_id: ws.clone(),
                     data_retention_days: Some(days),
                     monthly_trace_limit: Some(limit),
+                    clear: vec![],
                 },
                 a,
             ))
             .await
             .unwrap();
     }
+    // Organization defaults, different in each organization: ws3 sets none
+    // of its own and inherits them.
+    let (days, limit) = if t == "p" { (90, 9000) } else { (180, 18000) };
+    s.identity()
+        .update_organization_settings(as_user(
+            s,
+            pb::UpdateOrganizationSettingsRequest {
+                organization_id: org.clone(),
+                data_retention_days: Some(days),
+                monthly_trace_limit: Some(limit),
+                clear: vec![],
+            },
+            a,
+        ))
+        .await
+        .unwrap();
     let invite = s
         .identity()
         .create_invite(as_user(

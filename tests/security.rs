@@ -443,6 +443,7 @@ async fn workspace_limited_keys_do_no_organization_wide_work(b: Backend) {
         workspace_id: ws.into(),
         data_retention_days: Some(30),
         monthly_trace_limit: None,
+        clear: vec![],
     };
     s.workspaces()
         .update_settings(req(settings(&mine), &key))

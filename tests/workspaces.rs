@@ -1000,6 +1000,7 @@ async fn settings_are_read_by_members_and_written_by_admins(b: Backend) {
         workspace_id: ws.clone(),
         data_retention_days: Some(days),
         monthly_trace_limit: Some(1000),
+        clear: vec![],
     };
     assert_code(
         s.workspaces()

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{caller, millis_opt, org_role, org_role_to_pb, principal, timestamp};
+use super::{caller, millis_opt, org_role, org_role_to_pb, principal, settings_update, timestamp};
 use crate::{
     auth::key::KeyKind,
     authz::{engine::live_at, power::Reach},
@@ -12,6 +12,7 @@ use crate::{
         keys::{self, KeyUpdate, ServiceKeyScope},
         organizations::{self, Member, OrganizationUpdate},
         rules::Plan,
+        settings::{self, OrganizationSettings},
         teams::{self, TeamWithMembers},
     },
     error::Error,
@@ -54,6 +55,14 @@ fn plan_to_pb(stored: &str) -> i32 {
         Some(Plan::Plus) => pb::Plan::Plus as i32,
         Some(Plan::Enterprise) => pb::Plan::Enterprise as i32,
         None => pb::Plan::Unspecified as i32,
+    }
+}
+
+fn organization_settings_pb(s: OrganizationSettings) -> pb::OrganizationSettings {
+    pb::OrganizationSettings {
+        organization_id: s.organization_id,
+        data_retention_days: s.data_retention_days,
+        monthly_trace_limit: s.monthly_trace_limit,
     }
 }
 
@@ -259,6 +268,42 @@ impl IdentityService for IdentityApi {
             organization: Some(organization_pb(org)),
             member: Some(member_pb(member)),
             created,
+            revision,
+        }))
+    }
+
+    async fn get_organization_settings(
+        &self,
+        request: Request<pb::GetOrganizationSettingsRequest>,
+    ) -> Reply<pb::GetOrganizationSettingsResponse> {
+        let caller = caller(&request)?;
+        let defaults = settings::get_organization_settings(
+            &self.state,
+            &caller,
+            &request.get_ref().organization_id,
+        )
+        .await?;
+        Ok(Response::new(pb::GetOrganizationSettingsResponse {
+            settings: Some(organization_settings_pb(defaults)),
+        }))
+    }
+
+    async fn update_organization_settings(
+        &self,
+        request: Request<pb::UpdateOrganizationSettingsRequest>,
+    ) -> Reply<pb::UpdateOrganizationSettingsResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let update = settings_update(req.data_retention_days, req.monthly_trace_limit, &req.clear)?;
+        let (defaults, revision) = settings::update_organization_settings(
+            &self.state,
+            &caller,
+            &req.organization_id,
+            update,
+        )
+        .await?;
+        Ok(Response::new(pb::UpdateOrganizationSettingsResponse {
+            settings: Some(organization_settings_pb(defaults)),
             revision,
         }))
     }

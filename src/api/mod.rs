@@ -15,6 +15,7 @@ use tonic::{Request, Status};
 use crate::{
     auth::{Caller, PrincipalId},
     authz::OrgRole,
+    domain::settings::{Setting, SettingsUpdate},
     error::Error,
     proto::v1 as pb,
 };
@@ -71,6 +72,36 @@ pub fn org_role(field: &'static str, value: i32) -> Result<Option<OrgRole>, Erro
             format!("unknown organization role {value}"),
         )),
     }
+}
+
+/// Decodes the settings an update sets and clears, each cleared at most once.
+pub fn settings_update(
+    data_retention_days: Option<u32>,
+    monthly_trace_limit: Option<u64>,
+    clear: &[i32],
+) -> Result<SettingsUpdate, Error> {
+    let mut cleared = Vec::with_capacity(clear.len().min(2));
+    for value in clear {
+        let setting = match pb::Setting::try_from(*value) {
+            Ok(pb::Setting::DataRetentionDays) => Setting::DataRetentionDays,
+            Ok(pb::Setting::MonthlyTraceLimit) => Setting::MonthlyTraceLimit,
+            Ok(pb::Setting::Unspecified) | Err(_) => {
+                return Err(Error::invalid("clear", format!("unknown setting {value}")));
+            }
+        };
+        if cleared.contains(&setting) {
+            return Err(Error::invalid(
+                "clear",
+                format!("`{}` is listed more than once", setting.field()),
+            ));
+        }
+        cleared.push(setting);
+    }
+    Ok(SettingsUpdate {
+        data_retention_days,
+        monthly_trace_limit,
+        clear: cleared,
+    })
 }
 
 /// Encodes a stored organization role.

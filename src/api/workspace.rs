@@ -2,19 +2,20 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{caller, millis_opt, timestamp};
+use super::{caller, millis_opt, settings_update, timestamp};
 use crate::{
     authz::engine::{Scope, live_at},
     domain::{
         Page,
         access::scope_from_json,
         batch, resources,
+        settings::{self, Source, WorkspaceSettings},
         workspaces::{self, ScopeInput, Subject},
     },
     error::Error,
     proto::v1::{self as pb, workspace_service_server::WorkspaceService},
     state::AppState,
-    store::entity::{application, grant, workspace, workspace_settings},
+    store::entity::{application, grant, workspace},
 };
 
 /// The WorkspaceService handlers.
@@ -97,11 +98,21 @@ fn application_pb(a: application::Model) -> pb::Application {
     }
 }
 
-fn settings_pb(s: workspace_settings::Model) -> pb::WorkspaceSettings {
+fn source_pb(source: Source) -> i32 {
+    match source {
+        Source::Workspace => pb::SettingSource::Workspace as i32,
+        Source::Organization => pb::SettingSource::Organization as i32,
+        Source::Default => pb::SettingSource::Default as i32,
+    }
+}
+
+fn settings_pb(s: WorkspaceSettings) -> pb::WorkspaceSettings {
     pb::WorkspaceSettings {
         workspace_id: s.workspace_id,
-        data_retention_days: u32::try_from(s.data_retention_days).unwrap_or_default(),
-        monthly_trace_limit: u64::try_from(s.monthly_trace_limit).unwrap_or_default(),
+        data_retention_days: s.data_retention_days.value,
+        monthly_trace_limit: s.monthly_trace_limit.value,
+        data_retention_days_source: source_pb(s.data_retention_days.source),
+        monthly_trace_limit_source: source_pb(s.monthly_trace_limit.source),
     }
 }
 
@@ -435,7 +446,7 @@ impl WorkspaceService for WorkspaceApi {
     ) -> Reply<pb::GetSettingsResponse> {
         let caller = caller(&request)?;
         let settings =
-            resources::get_settings(&self.state, &caller, &request.get_ref().workspace_id).await?;
+            settings::get_settings(&self.state, &caller, &request.get_ref().workspace_id).await?;
         Ok(Response::new(pb::GetSettingsResponse {
             settings: Some(settings_pb(settings)),
         }))
@@ -447,14 +458,9 @@ impl WorkspaceService for WorkspaceApi {
     ) -> Reply<pb::UpdateSettingsResponse> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let (settings, revision) = resources::update_settings(
-            &self.state,
-            &caller,
-            &req.workspace_id,
-            req.data_retention_days,
-            req.monthly_trace_limit,
-        )
-        .await?;
+        let update = settings_update(req.data_retention_days, req.monthly_trace_limit, &req.clear)?;
+        let (settings, revision) =
+            settings::update_settings(&self.state, &caller, &req.workspace_id, update).await?;
         Ok(Response::new(pb::UpdateSettingsResponse {
             settings: Some(settings_pb(settings)),
             revision,

@@ -10,7 +10,9 @@
 //!   keys, roles, invites, billing, the audit log ...) or bound to one
 //!   workspace (its settings, admin of it): a key limited to some workspaces
 //!   holds only the second kind, and only inside them
-//!   ([`OrgPermission::needs_whole_organization`]).
+//!   ([`OrgPermission::needs_whole_organization`]). What is exercised on
+//!   every workspace at once (the organization's default settings) needs a
+//!   key reaching the whole organization ([`Power::org_every_workspace`]).
 //! * Powers that cross organizations ([`PlatformPower`]) belong to platform
 //!   accounts acting as themselves with a key that reaches their whole
 //!   organization, and to nobody else.
@@ -162,6 +164,20 @@ impl Power {
         self.role_allows(permission)
     }
 
+    /// Decides an organization permission exercised on every workspace at
+    /// once (the organization's default settings, which workspaces inherit):
+    /// the key must reach the whole organization, whatever the permission,
+    /// since the change reaches workspaces beyond a narrower key's.
+    pub fn org_every_workspace(&self, permission: OrgPermission) -> Result<(), Denied> {
+        if !self.reach.is_whole_organization() {
+            return Err(Denied(format!(
+                "the key is limited to workspaces; `{}` on the organization's defaults needs a key that reaches the whole organization",
+                permission.name()
+            )));
+        }
+        self.role_allows(permission)
+    }
+
     /// Decides an organization permission exercised on one workspace (its
     /// settings, say): the workspace must be within the key's reach.
     pub fn org_in(&self, permission: OrgPermission, workspace_id: &str) -> Result<(), Denied> {
@@ -285,6 +301,25 @@ mod tests {
         assert!(limited.org_in(OrgPermission::UpdateRetention, "b").is_err());
         let whole = power(OrgRole::Admin, Reach::Organization);
         assert!(OrgPermission::ALL.iter().all(|p| whole.org(*p).is_ok()));
+    }
+
+    #[test]
+    fn organization_defaults_need_a_key_reaching_the_whole_organization() {
+        let limited = power(OrgRole::Admin, ws(&["a"]));
+        for p in OrgPermission::ALL {
+            assert!(limited.org_every_workspace(p).is_err(), "{p:?}");
+        }
+        let whole = power(OrgRole::Admin, Reach::Organization);
+        assert!(
+            whole
+                .org_every_workspace(OrgPermission::UpdateRetention)
+                .is_ok()
+        );
+        let user = power(OrgRole::User, Reach::Organization);
+        assert!(
+            user.org_every_workspace(OrgPermission::UpdateUsageLimits)
+                .is_err()
+        );
     }
 
     #[test]

@@ -343,6 +343,22 @@ async fn held_in<C: Reads>(
     .await?)
 }
 
+/// Authorizes organization permissions exercised on every workspace at once
+/// (the organization's default settings): the key must reach the whole
+/// organization.
+pub async fn org_every_workspace<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    org_id: &str,
+    permissions: &[OrgPermission],
+) -> Result<Power> {
+    let power = power(conn, caller, org_id).await?;
+    for permission in permissions {
+        power.org_every_workspace(*permission).map_err(denied)?;
+    }
+    Ok(power)
+}
+
 /// Authorizes an organization permission exercised on one workspace (its
 /// settings): the workspace must be within the key's reach.
 pub async fn org_in_workspace<C: Reads>(

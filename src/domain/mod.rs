@@ -17,6 +17,7 @@ pub mod organizations;
 pub mod resources;
 pub mod roles;
 pub mod rules;
+pub mod settings;
 pub mod teams;
 pub mod workspaces;
 

@@ -1,4 +1,4 @@
-//! Applications, resource tags and workspace settings.
+//! Applications and resource tags.
 //!
 //! Backends register a resource's tags (or pass them inline in Check); an
 //! application is a named value of the `Application` tag.
@@ -18,11 +18,11 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    authz::{OrgPermission, engine::APPLICATION_TAG},
+    authz::engine::APPLICATION_TAG,
     error::{Error, Result},
     state::AppState,
     store::{
-        entity::{application, resource, workspace, workspace_settings},
+        entity::{application, resource, workspace},
         finish_page, identity, now_ms, page_size, workspaces,
     },
 };
@@ -257,91 +257,4 @@ pub async fn delete_resource(
         },
     );
     tx.commit().await
-}
-
-/// A workspace's settings; never-written settings read as zeros (organization
-/// default retention, no usage limit).
-pub async fn get_settings(
-    state: &AppState,
-    caller: &Caller,
-    workspace_id: &str,
-) -> Result<workspace_settings::Model> {
-    let (ws, _) = authorize::org_in_workspace(
-        state.store.db(),
-        caller,
-        workspace_id,
-        &[OrgPermission::ViewRetention, OrgPermission::ViewUsageLimits],
-    )
-    .await?;
-    Ok(workspaces::settings(state.store.db(), &ws.id)
-        .await?
-        .unwrap_or(workspace_settings::Model {
-            workspace_id: ws.id,
-            data_retention_days: 0,
-            monthly_trace_limit: 0,
-            updated_at: 0,
-        }))
-}
-
-/// Longest retention a workspace may ask for.
-pub const MAX_RETENTION_DAYS: u32 = 3650;
-
-/// Changes retention (organization permission to update retention) and usage
-/// limits (permission to update usage limits).
-pub async fn update_settings(
-    state: &AppState,
-    caller: &Caller,
-    workspace_id: &str,
-    data_retention_days: Option<u32>,
-    monthly_trace_limit: Option<u64>,
-) -> Result<(workspace_settings::Model, u64)> {
-    if data_retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
-        return Err(Error::invalid(
-            "data_retention_days",
-            format!("must be at most {MAX_RETENTION_DAYS} (0 means the organization default)"),
-        ));
-    }
-    let limit = monthly_trace_limit
-        .map(|l| {
-            i64::try_from(l).map_err(|_| Error::invalid("monthly_trace_limit", "is too large"))
-        })
-        .transpose()?;
-    let mut needed = Vec::new();
-    if data_retention_days.is_some() {
-        needed.push(OrgPermission::UpdateRetention);
-    }
-    if monthly_trace_limit.is_some() || needed.is_empty() {
-        needed.push(OrgPermission::UpdateUsageLimits);
-    }
-    let tx = Tx::begin(state, caller).await?;
-    let (ws, _) = authorize::org_in_workspace(tx.conn(), caller, workspace_id, &needed).await?;
-    let current = workspaces::settings(tx.conn(), &ws.id).await?;
-    let before = current
-        .as_ref()
-        .map(|c| json!({ "data_retention_days": c.data_retention_days, "monthly_trace_limit": c.monthly_trace_limit }));
-    let row = workspace_settings::Model {
-        workspace_id: ws.id.clone(),
-        data_retention_days: data_retention_days
-            .map(i64::from)
-            .unwrap_or_else(|| current.as_ref().map_or(0, |c| c.data_retention_days)),
-        monthly_trace_limit: limit
-            .unwrap_or_else(|| current.as_ref().map_or(0, |c| c.monthly_trace_limit)),
-        updated_at: now_ms(),
-    };
-    workspaces::put_settings(tx.conn(), row.clone()).await?;
-    audit::record(
-        &tx,
-        &Actor::of(caller),
-        Change {
-            organization_id: Some(&ws.organization_id),
-            action: "workspace.update_settings",
-            target_type: "workspace",
-            target_id: &ws.id,
-            details: json!({
-                "before": before,
-                "after": { "data_retention_days": row.data_retention_days, "monthly_trace_limit": row.monthly_trace_limit },
-            }),
-        },
-    );
-    Ok((row, tx.commit().await?))
 }

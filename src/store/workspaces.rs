@@ -1,5 +1,5 @@
 //! Repository functions for workspaces, grants, applications, tagged
-//! resources and workspace settings.
+//! resources (a workspace's settings are in [`super::settings`]).
 
 use sea_orm::{
     ActiveModelTrait,
@@ -385,32 +385,6 @@ pub async fn delete_resource<C: ConnectionTrait>(
     .exec(conn)
     .await?;
     Ok(res.rows_affected > 0)
-}
-
-/// A workspace's settings, if ever written.
-pub async fn settings<C: ConnectionTrait>(
-    conn: &C,
-    workspace_id: &str,
-) -> StoreResult<Option<workspace_settings::Model>> {
-    Ok(
-        workspace_settings::Entity::find_by_id(workspace_id.to_owned())
-            .one(conn)
-            .await?,
-    )
-}
-
-/// Writes a workspace's settings.
-pub async fn put_settings<C: ConnectionTrait>(
-    conn: &C,
-    row: workspace_settings::Model,
-) -> StoreResult<()> {
-    workspace_settings::Entity::delete_by_id(row.workspace_id.clone())
-        .exec(conn)
-        .await?;
-    workspace_settings::Entity::insert(row.into_active_model())
-        .exec_without_returning(conn)
-        .await?;
-    Ok(())
 }
 
 /// Every grant of a workspace.

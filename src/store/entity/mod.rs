@@ -8,6 +8,7 @@ pub mod grant;
 pub mod invite;
 pub mod membership;
 pub mod organization;
+pub mod organization_settings;
 pub mod resource;
 pub mod resource_type;
 pub mod revision;

@@ -2,14 +2,15 @@
 
 use sea_orm::entity::prelude::*;
 
-/// One row of `workspace_settings`.
+/// One row of `workspace_settings`: a workspace's own values (NULL:
+/// inherit the organization's default).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "workspace_settings")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub workspace_id: String,
-    pub data_retention_days: i64,
-    pub monthly_trace_limit: i64,
+    pub data_retention_days: Option<i64>,
+    pub monthly_trace_limit: Option<i64>,
     pub updated_at: i64,
 }
 

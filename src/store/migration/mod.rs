@@ -8,6 +8,7 @@ mod m0002_workspaces;
 mod m0003_platform;
 mod m0004_change_log;
 mod m0005_expiry;
+mod m0006_organization_settings;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_platform::Migration),
             Box::new(m0004_change_log::Migration),
             Box::new(m0005_expiry::Migration),
+            Box::new(m0006_organization_settings::Migration),
         ]
     }
 }
