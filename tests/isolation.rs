@@ -504,6 +504,7 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
                 organization_id: org.clone(),
                 email: format!("{t}-invitee@{t}.victim.test"),
                 role: pb::OrgRole::OrgUser as i32,
+                ..Default::default()
             },
             a,
         ))
