@@ -84,6 +84,7 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
         name: "bootstrap".into(),
         role: OrgRole::Admin.as_str().into(),
         platform: true,
+        workspace_id: None,
         created_at: now,
     };
     identity::insert(conn, sa.clone().into_active_model()).await?;
@@ -101,6 +102,7 @@ pub async fn run(store: &Store, input: &BootstrapInput) -> Result<BootstrapOutpu
         service_account_id: Some(sa.id.clone()),
         scope: Some("organization".into()),
         workspace_ids: "[]".into(),
+        workspace_id: None,
         expires_at: None,
         revoked_at: None,
         created_at: now,

@@ -55,6 +55,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PORTCULLIS_DEPLOYMENT_MODE", value_enum, default_value_t)]
     pub deployment_mode: DeploymentMode,
 
+    /// Let workspace admins invite users to the organization with a role in
+    /// their workspace (workspace-level invites, for self-hosted installations).
+    #[arg(long, env = "PORTCULLIS_WORKSPACE_INVITES")]
+    pub workspace_invites: bool,
+
     /// Do not apply pending migrations at start-up (run `portcullis migrate` instead).
     #[arg(long, env = "PORTCULLIS_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -241,6 +246,8 @@ impl std::fmt::Debug for TlsMaterial {
 pub struct Settings {
     /// Plan enforcement mode.
     pub deployment_mode: DeploymentMode,
+    /// Workspace admins may invite users with a role in their workspace.
+    pub workspace_invites: bool,
     /// Serve the no-op benchmark service.
     pub bench_noop: bool,
     /// How long in-flight calls may run after shutdown starts.
@@ -292,6 +299,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             deployment_mode: DeploymentMode::default(),
+            workspace_invites: false,
             bench_noop: false,
             shutdown_grace: Duration::from_secs(10),
             health_probe_interval: Duration::from_secs(2),
@@ -334,6 +342,7 @@ impl ServeConfig {
         };
         Ok(Settings {
             deployment_mode: self.deployment_mode,
+            workspace_invites: self.workspace_invites,
             bench_noop: self.bench_noop,
             shutdown_grace: self.shutdown_grace,
             cache: CacheConfig {

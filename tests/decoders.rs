@@ -1049,6 +1049,7 @@ async fn fixture(s: &TestServer, n: usize) -> Fixture {
                 organization_id: String::new(),
                 email: format!("invitee{n}@acme.test"),
                 role: pb::OrgRole::OrgUser as i32,
+                ..Default::default()
             },
             s.key(),
         ))

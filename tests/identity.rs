@@ -222,6 +222,7 @@ async fn personal_organization_cannot_invite(b: Backend) {
                 organization_id: org.id.clone(),
                 email: "bob@acme.test".into(),
                 role: pb::OrgRole::OrgAdmin as i32,
+                ..Default::default()
             },
             &ann,
         ))
@@ -357,6 +358,7 @@ async fn saas_personal_plan_allows_only_admins(b: Backend) {
                 organization_id: org.id.clone(),
                 email: "bob@acme.test".into(),
                 role: role as i32,
+                ..Default::default()
             },
             &ann,
         )
@@ -400,6 +402,7 @@ async fn self_hosted_bypasses_plan_checks(b: Backend) {
                 organization_id: org.id,
                 email: "bob@acme.test".into(),
                 role: pb::OrgRole::OrgViewer as i32,
+                ..Default::default()
             },
             &ann,
         ))
@@ -552,6 +555,7 @@ async fn invites_flow_and_rules(b: Backend) {
                 organization_id: String::new(),
                 email: email.into(),
                 role: pb::OrgRole::OrgViewer as i32,
+                ..Default::default()
             },
             s.key(),
         )
@@ -563,6 +567,7 @@ async fn invites_flow_and_rules(b: Backend) {
                 organization_id: String::new(),
                 email: "x@acme.test".into(),
                 role: pb::OrgRole::OrgViewer as i32,
+                ..Default::default()
             },
             &user.user_id,
         ))
@@ -769,6 +774,7 @@ async fn service_account_rules_are_enforced(b: Backend) {
         name: name.into(),
         role: 0,
         platform: act,
+        ..Default::default()
     };
     let sa = id
         .create_service_account(req(create("ingest", false), s.key()))

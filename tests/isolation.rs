@@ -8,7 +8,9 @@
 //! users of every role with personal access tokens, workspaces, a team, grants,
 //! a custom role, applications, registered resources, settings and
 //! organization default settings, an invite,
-//! service accounts with keys of every scope, and a revoked key. Every string
+//! service accounts with keys of every scope, a revoked key, a service
+//! account confined to ws1 with its key, and a workspace invite into ws1
+//! (the server runs with workspace invites on). Every string
 //! of the world carries its organization's marker (`q-secret-…`,
 //! `…@q.victim.test`, `idp|q-…`), so that a leak is found in bytes.
 //!
@@ -49,7 +51,7 @@ use harness::{
     },
     req,
 };
-use portcullis::proto::v1 as pb;
+use portcullis::{config::Settings, proto::v1 as pb};
 
 /// A key: its id and the whole secret.
 #[derive(Clone, Debug)]
@@ -88,14 +90,20 @@ struct Org {
     team: String,
     role: String,
     invite: String,
+    /// A workspace invite into ws1.
+    ws_invite: String,
     grants: Vec<Named>,
     sa_admin: String,
     sa_scoped: String,
     sa_user: String,
+    /// A service account confined to ws1 (WORKSPACE_VIEWER there).
+    sa_confined: String,
     key_admin: Key,
     key_scoped: Key,
     key_user_sa: Key,
     key_revoked: Key,
+    /// The confined account's key: it reaches ws1 only.
+    key_confined: Key,
 }
 
 /// Both organizations and the platform account.
@@ -524,6 +532,7 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
                 organization_id: org.clone(),
                 email: format!("{t}-invitee@{t}.victim.test"),
                 role: pb::OrgRole::OrgUser as i32,
+                ..Default::default()
             },
             a,
         ))
@@ -533,6 +542,53 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
         .invite
         .unwrap()
         .id;
+
+    // Made with the admin's own token: it names the admin, not the platform
+    // account that builds the world.
+    let ws_invite = s
+        .identity()
+        .create_invite(req(
+            pb::CreateInviteRequest {
+                organization_id: org.clone(),
+                email: format!("{t}-ws-invitee@{t}.victim.test"),
+                workspace_id: ws1.clone(),
+                workspace_role: "WORKSPACE_VIEWER".into(),
+                ..Default::default()
+            },
+            &admin.pat.as_ref().unwrap().secret,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .invite
+        .unwrap()
+        .id;
+    let sa_confined = s
+        .identity()
+        .create_service_account(as_user(
+            s,
+            pb::CreateServiceAccountRequest {
+                name: format!("{t}-secret-sa-confined"),
+                workspace_id: ws1.clone(),
+                ..Default::default()
+            },
+            a,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap()
+        .id;
+    let key_confined = service_key(
+        s,
+        &org,
+        a,
+        &sa_confined,
+        format!("{t}-secret-key-confined"),
+        &[&ws1],
+    )
+    .await;
 
     let sa_admin = service_account(
         s,
@@ -646,6 +702,18 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
             .await,
         ),
         named(
+            format!("{name}.grant-confined-ws1"),
+            grant(
+                s,
+                a,
+                &ws1,
+                Kind::ServiceAccountId(sa_confined.clone()),
+                "WORKSPACE_VIEWER",
+                None,
+            )
+            .await,
+        ),
+        named(
             format!("{name}.grant-sa-ws2"),
             grant(
                 s,
@@ -673,14 +741,17 @@ async fn build_org(s: &TestServer, tag_: &'static str, name: &'static str) -> Or
         team,
         role,
         invite,
+        ws_invite,
         grants,
         sa_admin,
         sa_scoped,
         sa_user,
+        sa_confined,
         key_admin,
         key_scoped,
         key_user_sa,
         key_revoked,
+        key_confined,
     }
 }
 
@@ -732,7 +803,10 @@ impl Org {
             named(self.l("team"), &self.team),
             named(self.l("role"), &self.role),
             named(self.l("invite"), &self.invite),
+            named(self.l("ws-invite"), &self.ws_invite),
             named(self.l("sa-admin"), &self.sa_admin),
+            named(self.l("sa-confined"), &self.sa_confined),
+            named(self.l("key-confined"), &self.key_confined.id),
             named(self.l("sa-scoped"), &self.sa_scoped),
             named(self.l("sa-user"), &self.sa_user),
             named(self.l("key-admin"), &self.key_admin.id),
@@ -841,6 +915,7 @@ impl Org {
             named(self.l("sa-admin"), &self.sa_admin),
             named(self.l("sa-scoped"), &self.sa_scoped),
             named(self.l("sa-user"), &self.sa_user),
+            named(self.l("sa-confined"), &self.sa_confined),
         ]
     }
 
@@ -852,6 +927,7 @@ impl Org {
             named(self.l("key-usersa"), &self.key_user_sa.id),
             named(self.l("pat-user"), &Self::pat(&self.user).id),
             named(self.l("pat-viewer"), &Self::pat(&self.viewer).id),
+            named(self.l("key-confined"), &self.key_confined.id),
         ]
     }
 
@@ -894,6 +970,12 @@ impl Org {
                 &self.key_user_sa,
                 &self.sa_user,
                 Some(&self.ws3),
+            ),
+            (
+                format!("{n} confined ws1 key"),
+                &self.key_confined,
+                &self.sa_confined,
+                None,
             ),
             (
                 format!("{n} revoked key"),
@@ -941,7 +1023,10 @@ async fn across(world: &World, attacking: &Org, victim: &Org, db: &Db) -> Vec<At
         teams: vec![named(v.l("team"), &v.team)],
         service_accounts: accounts,
         api_keys: keys,
-        invites: vec![named(v.l("invite"), &v.invite)],
+        invites: vec![
+            named(v.l("invite"), &v.invite),
+            named(v.l("ws-invite"), &v.ws_invite),
+        ],
         grants: v.grants.clone(),
         roles: vec![named(v.l("role"), &v.role)],
         secrets: vec![
@@ -1005,7 +1090,10 @@ async fn within(world: &World, x: &Org, other: &Org, db: &Db) -> Vec<Attacker> {
         teams: vec![named(x.l("team"), &x.team)],
         service_accounts: accounts,
         api_keys: Vec::new(),
-        invites: vec![named(x.l("invite"), &x.invite)],
+        invites: vec![
+            named(x.l("invite"), &x.invite),
+            named(x.l("ws-invite"), &x.ws_invite),
+        ],
         grants: x.grants.clone(),
         roles: vec![named(x.l("role"), &x.role)],
         secrets: vec![named(x.l("key-admin.secret"), &x.key_admin.secret)],
@@ -1020,6 +1108,7 @@ async fn within(world: &World, x: &Org, other: &Org, db: &Db) -> Vec<Attacker> {
             .map(|s| x.secret(s))
             .collect();
         m.push(format!("{t}-invitee@"));
+        m.push(format!("{t}-ws-invitee@"));
         m.extend(extra.iter().map(|s| x.secret(s)));
         m
     };
@@ -1060,7 +1149,15 @@ async fn within(world: &World, x: &Org, other: &Org, db: &Db) -> Vec<Attacker> {
             Reach::Workspace(x.ws1.clone()),
             ws(&[("ws2", &x.ws2), ("admin.home", &x.admin.home)]),
             scoped_markers,
-            vec![x.secret("key-scoped"), x.secret("sa-scoped")],
+            // As admin of ws1 it manages ws1's confined account, its key
+            // and the invites into ws1.
+            vec![
+                x.secret("key-scoped"),
+                x.secret("sa-scoped"),
+                x.secret("sa-confined"),
+                x.secret("key-confined"),
+                format!("{t}-ws-invitee@"),
+            ],
         ),
         attacker(
             format!("{n} ORG_USER PAT"),
@@ -1359,9 +1456,21 @@ fn finish(b: Backend, what: &str, report: &Report, started: Instant) {
     }
 }
 
+/// A server for the world: workspace invites on, so the world holds one.
+async fn start_world(b: Backend) -> TestServer {
+    harness::start_with_settings(
+        b,
+        Settings {
+            workspace_invites: true,
+            ..Settings::default()
+        },
+    )
+    .await
+}
+
 async fn no_key_reaches_another_organization(b: Backend) {
     let started = Instant::now();
-    let s = harness::start(b).await;
+    let s = start_world(b).await;
     let world = build_world(&s).await;
     let db = Db::open(&s.db_url).await;
     let mut attackers = Vec::new();
@@ -1406,7 +1515,7 @@ fn streams_carried_changes(report: &Report) {
 
 async fn lesser_keys_stay_within_their_power(b: Backend) {
     let started = Instant::now();
-    let s = harness::start(b).await;
+    let s = start_world(b).await;
     let world = build_world(&s).await;
     let db = Db::open(&s.db_url).await;
     let mut attackers = Vec::new();

@@ -1030,6 +1030,7 @@ async fn organizations_invite_and_only_the_platform_adds_members(b: Backend) {
                 organization_id: String::new(),
                 email: "zed@acme.test".into(),
                 role: pb::OrgRole::OrgViewer as i32,
+                ..Default::default()
             },
             &admin,
         ))

@@ -10,7 +10,7 @@ use crate::{
     domain::{
         Page,
         keys::{self, KeyUpdate, ServiceKeyScope},
-        organizations::{self, Member, OrganizationUpdate},
+        organizations::{self, Member, OrganizationUpdate, WorkspaceInvite},
         rules::Plan,
         settings::{self, OrganizationSettings},
         teams::{self, TeamWithMembers},
@@ -104,6 +104,8 @@ fn invite_pb(i: invite::Model) -> pb::Invite {
         organization_id: i.organization_id,
         email: i.email,
         created_at: Some(timestamp(i.created_at)),
+        workspace_id: i.workspace_id.unwrap_or_default(),
+        workspace_role: i.workspace_role.unwrap_or_default(),
     }
 }
 
@@ -134,6 +136,7 @@ fn service_account_pb(s: service_account::Model) -> pb::ServiceAccount {
         name: s.name,
         platform: s.platform,
         created_at: Some(timestamp(s.created_at)),
+        workspace_id: s.workspace_id.unwrap_or_default(),
     }
 }
 
@@ -412,12 +415,22 @@ impl IdentityService for IdentityApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let role = org_role("role", req.role)?;
+        let workspace = (!req.workspace_id.is_empty() || !req.workspace_role.is_empty()).then_some(
+            WorkspaceInvite {
+                workspace_id: &req.workspace_id,
+                role: &req.workspace_role,
+            },
+        );
+        if workspace.is_some() && req.workspace_id.is_empty() {
+            return Err(Error::invalid("workspace_id", "is required with workspace_role").into());
+        }
         let (invite, revision) = organizations::create_invite(
             &self.state,
             &caller,
             &req.organization_id,
             &req.email,
             role,
+            workspace,
         )
         .await?;
         Ok(Response::new(pb::CreateInviteResponse {
@@ -436,6 +449,7 @@ impl IdentityService for IdentityApi {
             &self.state,
             &caller,
             &req.organization_id,
+            &req.workspace_id,
             page(req.page_size, &req.page_token),
         )
         .await?;
@@ -577,6 +591,7 @@ impl IdentityService for IdentityApi {
             &req.name,
             role,
             req.platform,
+            &req.workspace_id,
         )
         .await?;
         Ok(Response::new(pb::CreateServiceAccountResponse {
@@ -595,6 +610,7 @@ impl IdentityService for IdentityApi {
             &self.state,
             &caller,
             &req.organization_id,
+            &req.workspace_id,
             page(req.page_size, &req.page_token),
         )
         .await?;
@@ -690,6 +706,7 @@ impl IdentityService for IdentityApi {
             &self.state,
             &caller,
             &req.organization_id,
+            &req.workspace_id,
             page(req.page_size, &req.page_token),
         )
         .await?;

@@ -11,7 +11,7 @@ use crate::{
     authz::{
         OrgRole,
         cache::{CacheCounters, CacheStats, Id, Invalidation, parse_id},
-        power::{Reach, Tier},
+        power::{CONFINED_ACCOUNT_ROLE, Reach, Tier},
     },
     error::{Error, Result},
     state::AppState,
@@ -228,6 +228,16 @@ async fn load_key(store: &Store, kind: KeyKind, digest: &[u8; 32]) -> Result<Res
                 // Stored data that does not parse fails closed.
                 _ => return Err(stale()),
             };
+            // A confined account's key reaches its workspace and nothing
+            // else, whatever the key row says.
+            let reach = match &sa.workspace_id {
+                Some(ws) => reach.confined_to(ws),
+                None => reach,
+            };
+            // Stored data that breaks the confinement fails closed.
+            if sa.workspace_id.is_some() && !org_role.at_most(CONFINED_ACCOUNT_ROLE) {
+                return Err(stale());
+            }
             ids.principal = parse_id(&sa_id).unwrap_or_default();
             Ok(ResolvedKey {
                 ids,

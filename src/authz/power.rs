@@ -19,6 +19,10 @@
 //! * Nothing delegates more than its caller holds: a new key reaches no more
 //!   than the caller's key ([`Reach::covers`]) and lives no longer, a new
 //!   account's role is no higher ([`OrgRole::at_most`]).
+//! * A service account confined to a workspace acts only there: whatever its
+//!   key's stored reach, the key reaches that workspace and nothing else
+//!   ([`Reach::confined_to`]), and the account's organization role is never
+//!   more than [`CONFINED_ACCOUNT_ROLE`].
 
 use super::{OrgPermission, OrgRole};
 
@@ -40,6 +44,17 @@ impl Reach {
         }
     }
 
+    /// This reach cut down to `workspace_id`, the workspace a service account
+    /// is confined to: that workspace if this reach includes it, else nothing.
+    pub fn confined_to(&self, workspace_id: &str) -> Reach {
+        let ids = if self.includes(workspace_id) {
+            vec![workspace_id.to_owned()]
+        } else {
+            Vec::new()
+        };
+        Self::Workspaces(ids)
+    }
+
     /// Answers whether this reach is the whole organization.
     pub fn is_whole_organization(&self) -> bool {
         matches!(self, Self::Organization)
@@ -54,6 +69,11 @@ impl Reach {
         }
     }
 }
+
+/// The organization role of a service account confined to a workspace: the
+/// lowest, which reads the organization (what working in a workspace needs)
+/// and administers nothing. Its power in the workspace comes from its grants.
+pub const CONFINED_ACCOUNT_ROLE: OrgRole = OrgRole::Viewer;
 
 /// A power that crosses organizations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +260,35 @@ impl Power {
     }
 }
 
+/// The organization role a new service account confined to a workspace is
+/// given: [`CONFINED_ACCOUNT_ROLE`] when none is asked; anything more is
+/// refused, so a workspace admin cannot hand out an organization role.
+pub fn confined_account_role(requested: Option<OrgRole>) -> Result<OrgRole, Denied> {
+    match requested {
+        None => Ok(CONFINED_ACCOUNT_ROLE),
+        Some(role) if role.at_most(CONFINED_ACCOUNT_ROLE) => Ok(role),
+        Some(role) => Err(Denied(format!(
+            "role: a service account confined to a workspace is {} and never {}; its power is what it is granted in the workspace",
+            CONFINED_ACCOUNT_ROLE.as_str(),
+            role.as_str()
+        ))),
+    }
+}
+
+/// The reach of a new key of a service account confined to `workspace_id`:
+/// that workspace, whether asked for by name or not asked for at all; any
+/// other reach is refused.
+pub fn confined_key_reach(requested: Option<&Reach>, workspace_id: &str) -> Result<Reach, Denied> {
+    let exact = Reach::Workspaces(vec![workspace_id.to_owned()]);
+    match requested {
+        None => Ok(exact),
+        Some(reach) if *reach == exact => Ok(exact),
+        Some(_) => Err(Denied(format!(
+            "scope: the service account is confined to workspace `{workspace_id}`; its keys reach that workspace only"
+        ))),
+    }
+}
+
 /// Decides whether a new key may live until `requested` (`None`: forever)
 /// when the calling key lives until `caller` (`None`: forever).
 pub fn may_outlive(caller: Option<i64>, requested: Option<i64>) -> Result<(), Denied> {
@@ -333,6 +382,31 @@ mod tests {
         assert!(user.may_give_role(OrgRole::Viewer).is_ok());
         assert!(user.may_give_role(OrgRole::User).is_ok());
         assert!(user.may_give_role(OrgRole::Admin).is_err());
+    }
+
+    #[test]
+    fn keys_of_confined_accounts_reach_their_workspace_only() {
+        assert_eq!(Reach::Organization.confined_to("a"), ws(&["a"]));
+        assert_eq!(ws(&["a", "b"]).confined_to("b"), ws(&["b"]));
+        assert_eq!(ws(&["a"]).confined_to("b"), ws(&[]));
+        assert!(!ws(&["a"]).confined_to("b").includes("a"));
+        assert!(!Reach::Organization.confined_to("a").is_whole_organization());
+    }
+
+    #[test]
+    fn confined_accounts_hold_no_organization_role_and_keys_no_other_reach() {
+        assert_eq!(confined_account_role(None), Ok(CONFINED_ACCOUNT_ROLE));
+        assert_eq!(
+            confined_account_role(Some(OrgRole::Viewer)),
+            Ok(OrgRole::Viewer)
+        );
+        assert!(confined_account_role(Some(OrgRole::User)).is_err());
+        assert!(confined_account_role(Some(OrgRole::Admin)).is_err());
+        assert_eq!(confined_key_reach(None, "a"), Ok(ws(&["a"])));
+        assert_eq!(confined_key_reach(Some(&ws(&["a"])), "a"), Ok(ws(&["a"])));
+        assert!(confined_key_reach(Some(&ws(&["a", "b"])), "a").is_err());
+        assert!(confined_key_reach(Some(&ws(&["b"])), "a").is_err());
+        assert!(confined_key_reach(Some(&Reach::Organization), "a").is_err());
     }
 
     #[test]

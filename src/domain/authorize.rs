@@ -16,6 +16,14 @@
 //! * **Same answer for foreign and unknown.** A workspace or organization the
 //!   caller cannot reach is refused with the same words whether it exists or
 //!   not ([`unreachable_workspace`], [`unreachable_organization`]).
+//! * **Delegation inside a workspace.** A workspace admin ([`workspace_admin`])
+//!   manages the service accounts confined to their workspace and those
+//!   accounts' keys ([`may_manage_account`], [`may_change_key`]), and, with
+//!   `--workspace-invites`, invites people into it ([`may_invite_to_workspace`]).
+//!   A confined account holds grants only in its workspace
+//!   ([`may_hold_grant_in`]); its keys reach only it; what it is granted there
+//!   passes [`may_change_grant`] like any grant, so it never holds more than
+//!   the admin who granted it could give.
 //! * **Authorize before caching.** [`check_caller`] decides on the cached key
 //!   and the workspace's organization alone, before any resolved set of the
 //!   asked-about principal is loaded or cached.
@@ -28,9 +36,9 @@ use crate::{
     authz::{
         OrgPermission, OrgRole,
         cache::Id,
-        catalogue::Catalogue,
+        catalogue::{Catalogue, SystemRole},
         engine::{Access, Scope},
-        power::{self, Denied, PlatformPower, Power, Reach},
+        power::{self, CONFINED_ACCOUNT_ROLE, Denied, PlatformPower, Power, Reach},
     },
     config::DeploymentMode,
     domain::rules::Plan,
@@ -38,7 +46,7 @@ use crate::{
     state::AppState,
     store::{
         Reads,
-        entity::{api_key, workspace},
+        entity::{api_key, invite, service_account, workspace},
         identity, keys, now_ms,
     },
 };
@@ -127,9 +135,20 @@ pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<
             let account = keys::service_account_held(conn, account)
                 .await?
                 .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+            let role = org_role(&account.role)?;
+            let reach = match &account.workspace_id {
+                // Stored data that breaks the confinement fails closed.
+                Some(_) if !role.at_most(CONFINED_ACCOUNT_ROLE) => {
+                    return Err(Error::PermissionDenied(
+                        "the confined service account's stored role is not valid".into(),
+                    ));
+                }
+                Some(ws) => key.reach.confined_to(ws),
+                None => key.reach.clone(),
+            };
             Ok(Power {
-                role: org_role(&account.role)?,
-                reach: key.reach.clone(),
+                role,
+                reach,
                 platform: account.platform,
             })
         }
@@ -359,6 +378,134 @@ pub async fn org_every_workspace<C: Reads>(
     Ok(power)
 }
 
+/// Authorizes administering workspace `requested`: `ORG_ADMIN` (within the
+/// key's reach), or holding every permission of `WORKSPACE_ADMIN` there over
+/// every resource (an unscoped `WORKSPACE_ADMIN` grant, direct or through a
+/// team, or custom roles that add up to it). Such a caller could grant
+/// `WORKSPACE_ADMIN` itself, so nothing it delegates there exceeds it.
+pub async fn workspace_admin<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    requested: &str,
+) -> Result<(workspace::Model, Power)> {
+    let (ws, power) = workspace(conn, caller, requested).await?;
+    if power.admin_of_reached_workspaces() {
+        return Ok((ws, power));
+    }
+    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
+    let admin = catalogue.system_role(SystemRole::Admin);
+    let held = held_in(conn, &catalogue, caller, &ws, &power).await?;
+    if held.first_not_covered(&admin, None).is_none() {
+        return Ok((ws, power));
+    }
+    Err(Error::PermissionDenied(format!(
+        "workspace admin of `{}` needed (ORG_ADMIN, or an unscoped WORKSPACE_ADMIN grant there)",
+        ws.key
+    )))
+}
+
+/// Authorizes managing service account `account` (`None`: unknown to the
+/// organization) with organization permission `permission`: those who hold
+/// it manage every account; a workspace admin manages only the accounts
+/// confined to a workspace they administer. Anyone else gets one answer,
+/// whether the account exists or not.
+pub async fn may_manage_account<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    org_id: &str,
+    account: Option<&service_account::Model>,
+    permission: OrgPermission,
+) -> Result<Power> {
+    let power = power(conn, caller, org_id).await?;
+    let denied = match power.org(permission) {
+        Ok(()) => return Ok(power),
+        Err(d) => d,
+    };
+    if let Some(ws) = account.and_then(|a| a.workspace_id.as_deref()) {
+        match workspace_admin(conn, caller, ws).await {
+            Ok((_, power)) => return Ok(power),
+            Err(Error::PermissionDenied(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::PermissionDenied(format!(
+        "{}; a workspace admin manages only the service accounts confined to a workspace they administer, and their keys",
+        denied.0
+    )))
+}
+
+/// Decides whether service account `account` may hold a grant in `ws`: an
+/// account confined to a workspace holds grants there and nowhere else.
+pub fn may_hold_grant_in(account: &service_account::Model, ws: &workspace::Model) -> Result<()> {
+    match &account.workspace_id {
+        Some(confined) if *confined != ws.id => Err(Error::FailedPrecondition(format!(
+            "subject: service account `{}` is confined to another workspace and may hold grants only there",
+            account.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Authorizes a workspace invite into `ws`, which the caller administers
+/// (`power` from [`workspace_admin`]): the caller calls with a key that
+/// reaches the whole organization (the invitee joins the organization),
+/// gives an organization role no higher than its own and never `ORG_ADMIN`,
+/// and could grant `role` (a role id) there itself.
+pub async fn may_invite_to_workspace<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+    role: &str,
+    org_role: OrgRole,
+) -> Result<()> {
+    if !power.reach.is_whole_organization() {
+        return Err(Error::PermissionDenied(
+            "a workspace invite brings a person into the organization: it needs a key that reaches the whole organization".into(),
+        ));
+    }
+    if org_role == OrgRole::Admin {
+        return Err(Error::PermissionDenied(
+            "role: a workspace invite makes the invitee ORG_USER or ORG_VIEWER, never ORG_ADMIN (organization admins invite admins without a workspace)".into(),
+        ));
+    }
+    may_give_role(power, org_role)?;
+    may_change_grant(conn, caller, ws, power, role, None, GrantChange::Give)
+        .await
+        .map_err(|e| match e {
+            Error::PermissionDenied(m) => Error::PermissionDenied(format!("workspace_{m}")),
+            other => other,
+        })
+}
+
+/// Authorizes deleting `invite` (`None`: unknown to the organization): those
+/// who may delete invites delete any; a workspace admin only the invites
+/// into a workspace they administer. Anyone else gets one answer, whether
+/// the invite exists or not.
+pub async fn may_delete_invite<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    org_id: &str,
+    invite: Option<&invite::Model>,
+) -> Result<()> {
+    let power = power(conn, caller, org_id).await?;
+    let denied = match power.org(OrgPermission::DeleteInvites) {
+        Ok(()) => return Ok(()),
+        Err(d) => d,
+    };
+    if let Some(ws) = invite.and_then(|i| i.workspace_id.as_deref()) {
+        match workspace_admin(conn, caller, ws).await {
+            Ok(_) => return Ok(()),
+            Err(Error::PermissionDenied(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::PermissionDenied(format!(
+        "{}; a workspace admin deletes only the invites into a workspace they administer",
+        denied.0
+    )))
+}
+
 /// Authorizes an organization permission exercised on one workspace (its
 /// settings): the workspace must be within the key's reach.
 pub async fn org_in_workspace<C: Reads>(
@@ -563,6 +710,20 @@ pub async fn may_change_key<C: Reads>(
         KeyChange::Update if own => OrgPermission::CreatePat,
         _ => OrgPermission::ManageApiKeys,
     };
+    // A workspace admin manages the keys of the accounts confined to it.
+    if !own
+        && power.org(needed).is_err()
+        && let Some(account) = &key.service_account_id
+        && let Some(ws) = keys::service_account(conn, account)
+            .await?
+            .and_then(|a| a.workspace_id)
+    {
+        match workspace_admin(conn, caller, &ws).await {
+            Ok(_) => return Ok(()),
+            Err(Error::PermissionDenied(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     power.org(needed).map_err(|d| {
         Error::PermissionDenied(if own {
             d.0

@@ -21,19 +21,25 @@ use crate::{
     },
     authz::{
         OrgPermission, OrgRole,
-        power::{PlatformPower, Reach},
+        power::{self, PlatformPower, Reach},
     },
     error::{Error, Result},
     state::AppState,
     store::{
         entity::{api_key, service_account, workspace},
-        finish_page, identity, keys, new_id, now_ms, page_size,
+        finish_page, identity,
+        keys::{self, KeyFilter},
+        new_id, now_ms, page_size,
     },
 };
 
 /// Creates a service account (admins only), with a role no higher than the
 /// caller's. Only a platform account may create another platform account;
 /// it belongs to the platform tier, and its creation to the platform log.
+///
+/// With `workspace_id`, the account is confined to that workspace: a
+/// workspace admin of it may create it, it is `ORG_VIEWER` (no organization
+/// power), it may hold grants only there and its keys reach only there.
 pub async fn create_service_account(
     state: &AppState,
     caller: &Caller,
@@ -41,18 +47,39 @@ pub async fn create_service_account(
     name: &str,
     role: Option<OrgRole>,
     platform: bool,
+    workspace_id: &str,
 ) -> Result<(service_account::Model, u64)> {
-    let org_id = caller.organization(org_id).to_owned();
     let name = rules::name("name", name)?;
-    let role = role.unwrap_or(OrgRole::Viewer);
+    let confined = !workspace_id.is_empty();
+    if confined && platform {
+        return Err(Error::invalid(
+            "platform",
+            "a platform account acts across organizations and cannot be confined to a workspace",
+        ));
+    }
+    let role = if confined {
+        power::confined_account_role(role).map_err(|d| Error::PermissionDenied(d.0))?
+    } else {
+        role.unwrap_or(OrgRole::Viewer)
+    };
     let tx = Tx::begin(state, caller).await?;
-    let power = authorize::org(
-        tx.conn(),
-        caller,
-        &org_id,
-        OrgPermission::ManageServiceAccounts,
-    )
-    .await?;
+    let (org_id, power, workspace) = if confined {
+        let (ws, power) = authorize::workspace_admin(tx.conn(), caller, workspace_id).await?;
+        if !org_id.is_empty() && org_id != ws.organization_id {
+            return Err(authorize::unreachable_workspace(&ws.id));
+        }
+        (ws.organization_id.clone(), power, Some(ws.id))
+    } else {
+        let org_id = caller.organization(org_id).to_owned();
+        let power = authorize::org(
+            tx.conn(),
+            caller,
+            &org_id,
+            OrgPermission::ManageServiceAccounts,
+        )
+        .await?;
+        (org_id, power, None)
+    };
     if platform {
         authorize::platform(tx.conn(), caller, PlatformPower::ManagePlatformAccounts).await?;
     }
@@ -75,6 +102,7 @@ pub async fn create_service_account(
         name,
         role: role.as_str().into(),
         platform,
+        workspace_id: workspace,
         created_at: now_ms(),
     };
     identity::insert(tx.conn(), sa.clone().into_active_model()).await?;
@@ -86,27 +114,63 @@ pub async fn create_service_account(
             action: "service_account.create",
             target_type: "service_account",
             target_id: &sa.id,
-            details: json!({ "name": sa.name, "role": sa.role, "platform": platform }),
+            details: json!({
+                "name": sa.name,
+                "role": sa.role,
+                "platform": platform,
+                "workspace_id": sa.workspace_id,
+            }),
         },
     );
     Ok((sa, tx.commit().await?))
 }
 
 /// Service accounts of an organization, for those who manage them (admins);
-/// platform accounts only for platform callers.
+/// platform accounts only for platform callers. With `workspace_id`, the
+/// accounts confined to that workspace, for its workspace admins.
 pub async fn list_service_accounts(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
+    workspace_id: &str,
     page: Page<'_>,
 ) -> Result<(Vec<service_account::Model>, String)> {
-    let org_id = caller.organization(org_id);
     let conn = state.store.db();
+    let size = page_size(page.size);
+    if !workspace_id.is_empty() {
+        let (ws, _) = authorize::workspace_admin(conn, caller, workspace_id).await?;
+        if !org_id.is_empty() && org_id != ws.organization_id {
+            return Err(authorize::unreachable_workspace(&ws.id));
+        }
+        let rows = keys::service_accounts(
+            conn,
+            &ws.organization_id,
+            false,
+            Some(&ws.id),
+            page.token,
+            size + 1,
+        )
+        .await?;
+        return Ok(finish_page(rows, size, |s| s.id.clone()));
+    }
+    let org_id = caller.organization(org_id);
     authorize::org(conn, caller, org_id, OrgPermission::ManageServiceAccounts).await?;
     let platform = authorize::is_platform(conn, caller).await?;
-    let size = page_size(page.size);
-    let rows = keys::service_accounts(conn, org_id, platform, page.token, size + 1).await?;
+    let rows = keys::service_accounts(conn, org_id, platform, None, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |s| s.id.clone()))
+}
+
+/// The service account `service_account_id` of `org_id`, if there is one,
+/// for deciding whether the caller may manage it.
+async fn account_in(
+    tx: &Tx,
+    org_id: &str,
+    service_account_id: &str,
+) -> Result<Option<service_account::Model>> {
+    let sa_id = rules::id("service_account_id", service_account_id)?;
+    Ok(keys::service_account(tx.conn(), sa_id)
+        .await?
+        .filter(|s| s.organization_id == org_id))
 }
 
 /// A service account of `org_id` the caller may manage: platform accounts
@@ -129,7 +193,8 @@ async fn managed_account(
     Ok(sa)
 }
 
-/// Deletes a service account and revokes its keys (admins only).
+/// Deletes a service account and revokes its keys (admins; for an account
+/// confined to a workspace, also the workspace's admins).
 pub async fn delete_service_account(
     state: &AppState,
     caller: &Caller,
@@ -138,10 +203,12 @@ pub async fn delete_service_account(
 ) -> Result<u64> {
     let org_id = caller.organization(org_id).to_owned();
     let tx = Tx::begin(state, caller).await?;
-    authorize::org(
+    let candidate = account_in(&tx, &org_id, service_account_id).await?;
+    authorize::may_manage_account(
         tx.conn(),
         caller,
         &org_id,
+        candidate.as_ref(),
         OrgPermission::ManageServiceAccounts,
     )
     .await?;
@@ -225,6 +292,7 @@ pub async fn create_pat(
         service_account_id: None,
         scope: None,
         workspace_ids: "[]".into(),
+        workspace_id: None,
         expires_at,
         revoked_at: None,
         created_at: now_ms(),
@@ -241,8 +309,10 @@ pub enum ServiceKeyScope {
 /// Most workspaces one service key may be scoped to.
 pub const MAX_KEY_WORKSPACES: usize = 100;
 
-/// Creates a service key for a service account (admins only): it reaches no
-/// more than the calling key and lives no longer.
+/// Creates a service key for a service account (admins only; for an account
+/// confined to a workspace, also the workspace's admins): it reaches no
+/// more than the calling key and lives no longer. A key of a confined
+/// account reaches its workspace only (`scope` may then be left out).
 pub async fn create_service_key(
     state: &AppState,
     caller: &Caller,
@@ -254,16 +324,11 @@ pub async fn create_service_key(
 ) -> Result<CreatedKey> {
     let org_id = caller.organization(org_id).to_owned();
     let description = rules::description("description", description)?;
-    let scope = scope.ok_or_else(|| {
-        Error::invalid(
-            "scope",
-            "must be SERVICE_KEY_SCOPE_ORGANIZATION or SERVICE_KEY_SCOPE_WORKSPACES",
-        )
-    })?;
     check_expiry(expires_at)?;
-    let reach = match scope {
-        ServiceKeyScope::Organization => Reach::Organization,
-        ServiceKeyScope::Workspaces(mut ids) => {
+    let requested = match scope {
+        None => None,
+        Some(ServiceKeyScope::Organization) => Some(Reach::Organization),
+        Some(ServiceKeyScope::Workspaces(mut ids)) => {
             ids.sort();
             ids.dedup();
             if ids.is_empty() {
@@ -278,12 +343,30 @@ pub async fn create_service_key(
                     format!("at most {MAX_KEY_WORKSPACES} workspaces per key"),
                 ));
             }
-            Reach::Workspaces(ids)
+            Some(Reach::Workspaces(ids))
         }
     };
     let tx = Tx::begin(state, caller).await?;
-    let power = authorize::org(tx.conn(), caller, &org_id, OrgPermission::ManageApiKeys).await?;
+    let candidate = account_in(&tx, &org_id, service_account_id).await?;
+    let power = authorize::may_manage_account(
+        tx.conn(),
+        caller,
+        &org_id,
+        candidate.as_ref(),
+        OrgPermission::ManageApiKeys,
+    )
+    .await?;
     let sa = managed_account(&tx, caller, &org_id, service_account_id).await?;
+    let reach = match &sa.workspace_id {
+        Some(ws) => power::confined_key_reach(requested.as_ref(), ws)
+            .map_err(|d| Error::PermissionDenied(d.0))?,
+        None => requested.ok_or_else(|| {
+            Error::invalid(
+                "scope",
+                "must be SERVICE_KEY_SCOPE_ORGANIZATION or SERVICE_KEY_SCOPE_WORKSPACES",
+            )
+        })?,
+    };
     authorize::may_mint(caller, &power, &reach, expires_at)?;
     let (scope_name, workspace_ids) = match &reach {
         Reach::Organization => ("organization", Vec::new()),
@@ -310,6 +393,7 @@ pub async fn create_service_key(
         service_account_id: Some(sa.id.clone()),
         scope: Some(scope_name.into()),
         workspace_ids: serde_json::Value::from(workspace_ids).to_string(),
+        workspace_id: sa.workspace_id.clone(),
         expires_at,
         revoked_at: None,
         created_at: now_ms(),
@@ -351,19 +435,41 @@ async fn store_key(
 
 /// Keys of an organization: all of them (platform accounts' keys only for
 /// platform callers) for those who manage keys, one's own PATs otherwise.
+/// With `workspace_id`, the keys of the accounts confined to that
+/// workspace, for its workspace admins.
 pub async fn list_api_keys(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
+    workspace_id: &str,
     page: Page<'_>,
 ) -> Result<(Vec<api_key::Model>, String)> {
-    let org_id = caller.organization(org_id);
     let conn = state.store.db();
-    let power = authorize::power(conn, caller, org_id).await?;
-    let only_user = authorize::listed_keys(caller, &power)?;
-    let platform = authorize::is_platform(conn, caller).await?;
     let size = page_size(page.size);
-    let rows = keys::api_keys(conn, org_id, only_user, platform, page.token, size + 1).await?;
+    if !workspace_id.is_empty() {
+        let (ws, _) = authorize::workspace_admin(conn, caller, workspace_id).await?;
+        if !org_id.is_empty() && org_id != ws.organization_id {
+            return Err(authorize::unreachable_workspace(&ws.id));
+        }
+        let rows = keys::api_keys(
+            conn,
+            &ws.organization_id,
+            KeyFilter::Workspace(&ws.id),
+            false,
+            page.token,
+            size + 1,
+        )
+        .await?;
+        return Ok(finish_page(rows, size, |k| k.id.clone()));
+    }
+    let org_id = caller.organization(org_id);
+    let power = authorize::power(conn, caller, org_id).await?;
+    let only = match authorize::listed_keys(caller, &power)? {
+        Some(user) => KeyFilter::User(user),
+        None => KeyFilter::All,
+    };
+    let platform = authorize::is_platform(conn, caller).await?;
+    let rows = keys::api_keys(conn, org_id, only, platform, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |k| k.id.clone()))
 }
 

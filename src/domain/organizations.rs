@@ -10,17 +10,19 @@ use super::{
     authorize::{self, UserView},
     change::{Changed, Tx},
     rules::{self, Plan},
+    workspaces,
 };
 use crate::{
     auth::{Caller, PrincipalId},
-    authz::{OrgPermission, OrgRole, power::PlatformPower},
+    authz::{OrgPermission, OrgRole, catalogue::SystemRole, power::PlatformPower},
     config::DeploymentMode,
     error::{Error, Result},
     state::AppState,
     store::{
         StoreError,
         entity::{grant, invite, membership, organization, user, workspace},
-        finish_page, identity, keys, new_id, now_ms, page_size, teams,
+        finish_page, identity, keys, new_id, now_ms, page_size, roles, teams,
+        workspaces as workspaces_store,
     },
 };
 
@@ -625,22 +627,64 @@ pub async fn list_members(
     Ok(finish_page(members, size, |m| m.membership.user_id.clone()))
 }
 
-/// Invites an email to an organization with a role (admins only).
+/// What a workspace invite adds to an invite: the workspace and the role
+/// (a system role's name or alias, or a custom role's id or name) the
+/// invitee is given there on accepting.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkspaceInvite<'a> {
+    pub workspace_id: &'a str,
+    pub role: &'a str,
+}
+
+/// The refusal of a workspace invite while the server does not allow them.
+fn workspace_invites_off() -> Error {
+    Error::FailedPrecondition(
+        "workspace_id: workspace invites are turned off on this server (enable them with `--workspace-invites` or PORTCULLIS_WORKSPACE_INVITES=true)".into(),
+    )
+}
+
+/// Invites an email to an organization with a role (admins only). With
+/// `workspace`, and only when the server allows workspace invites, a
+/// workspace admin invites into their workspace: the invitee becomes
+/// `ORG_USER` (the default) or `ORG_VIEWER` and is given `workspace.role`
+/// there, no more than the inviter could grant.
 pub async fn create_invite(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
     email: &str,
     role: Option<OrgRole>,
+    workspace: Option<WorkspaceInvite<'_>>,
 ) -> Result<(invite::Model, u64)> {
-    let org_id = caller.organization(org_id).to_owned();
     let email = rules::email("email", email)?;
-    let role =
-        role.ok_or_else(|| Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER"))?;
+    if workspace.is_some() && !state.settings.workspace_invites {
+        return Err(workspace_invites_off());
+    }
     let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
-    let power = authorize::org(conn, caller, &org_id, OrgPermission::InviteUsers).await?;
-    authorize::may_give_role(&power, role)?;
+    let (org_id, role, into) = match workspace {
+        None => {
+            let role = role.ok_or_else(|| {
+                Error::invalid("role", "must be ORG_ADMIN, ORG_USER or ORG_VIEWER")
+            })?;
+            let org_id = caller.organization(org_id).to_owned();
+            let power = authorize::org(conn, caller, &org_id, OrgPermission::InviteUsers).await?;
+            authorize::may_give_role(&power, role)?;
+            (org_id, role, None)
+        }
+        Some(w) => {
+            let role = role.unwrap_or(OrgRole::User);
+            let (ws, power) = authorize::workspace_admin(conn, caller, w.workspace_id).await?;
+            if !org_id.is_empty() && org_id != ws.organization_id {
+                return Err(authorize::unreachable_workspace(&ws.id));
+            }
+            let ws_role =
+                workspaces::resolve_role(&tx, &ws.organization_id, "workspace_role", w.role)
+                    .await?;
+            authorize::may_invite_to_workspace(conn, caller, &ws, &power, &ws_role, role).await?;
+            (ws.organization_id.clone(), role, Some((ws.id, ws_role)))
+        }
+    };
     let org = identity::organization(conn, &org_id)
         .await?
         .ok_or_else(|| authorize::unreachable_organization(&org_id))?;
@@ -663,12 +707,15 @@ pub async fn create_invite(
             "`{email}` is already a member of the organization"
         )));
     }
+    let (workspace_id, workspace_role) = into.unzip();
     let invite = invite::Model {
         id: new_id(),
         organization_id: org_id.clone(),
         email,
         role: role.as_str().into(),
         created_by: Actor::of(caller).id,
+        workspace_id,
+        workspace_role,
         created_at: now_ms(),
     };
     identity::insert(conn, invite.clone().into_active_model()).await?;
@@ -680,27 +727,51 @@ pub async fn create_invite(
             action: "invite.create",
             target_type: "invite",
             target_id: &invite.id,
-            details: json!({ "email": invite.email, "role": invite.role }),
+            details: json!({
+                "email": invite.email,
+                "role": invite.role,
+                "workspace_id": invite.workspace_id,
+                "workspace_role": invite.workspace_role,
+            }),
         },
     );
     Ok((invite, tx.commit().await?))
 }
 
-/// Pending invites of an organization (admins only).
+/// Pending invites of an organization (admins only). With `workspace_id`,
+/// the invites into that workspace, for its workspace admins.
 pub async fn list_invites(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
+    workspace_id: &str,
     page: Page<'_>,
 ) -> Result<(Vec<invite::Model>, String)> {
-    let org_id = caller.organization(org_id);
-    authorize::org(state.store.db(), caller, org_id, OrgPermission::InviteUsers).await?;
+    let conn = state.store.db();
     let size = page_size(page.size);
-    let rows = identity::invites(state.store.db(), org_id, page.token, size + 1).await?;
+    if !workspace_id.is_empty() {
+        let (ws, _) = authorize::workspace_admin(conn, caller, workspace_id).await?;
+        if !org_id.is_empty() && org_id != ws.organization_id {
+            return Err(authorize::unreachable_workspace(&ws.id));
+        }
+        let rows = identity::invites(
+            conn,
+            &ws.organization_id,
+            Some(&ws.id),
+            page.token,
+            size + 1,
+        )
+        .await?;
+        return Ok(finish_page(rows, size, |i| i.id.clone()));
+    }
+    let org_id = caller.organization(org_id);
+    authorize::org(conn, caller, org_id, OrgPermission::InviteUsers).await?;
+    let rows = identity::invites(conn, org_id, None, page.token, size + 1).await?;
     Ok(finish_page(rows, size, |i| i.id.clone()))
 }
 
-/// Deletes a pending invite (admins only).
+/// Deletes a pending invite (admins; an invite into a workspace, also the
+/// workspace's admins).
 pub async fn delete_invite(
     state: &AppState,
     caller: &Caller,
@@ -710,11 +781,11 @@ pub async fn delete_invite(
     let org_id = caller.organization(org_id).to_owned();
     let invite_id = rules::id("invite_id", invite_id)?;
     let tx = Tx::begin(state, caller).await?;
-    authorize::org(tx.conn(), caller, &org_id, OrgPermission::DeleteInvites).await?;
-    let invite = identity::invite(tx.conn(), invite_id)
+    let found = identity::invite(tx.conn(), invite_id)
         .await?
-        .filter(|i| i.organization_id == org_id)
-        .ok_or_else(|| Error::NotFound(format!("invite `{invite_id}` not found")))?;
+        .filter(|i| i.organization_id == org_id);
+    authorize::may_delete_invite(tx.conn(), caller, &org_id, found.as_ref()).await?;
+    let invite = found.ok_or_else(|| Error::NotFound(format!("invite `{invite_id}` not found")))?;
     identity::delete_invite(tx.conn(), &invite.id).await?;
     audit::record(
         &tx,
@@ -724,7 +795,7 @@ pub async fn delete_invite(
             action: "invite.delete",
             target_type: "invite",
             target_id: &invite.id,
-            details: json!({ "email": invite.email }),
+            details: json!({ "email": invite.email, "workspace_id": invite.workspace_id }),
         },
     );
     tx.commit().await
@@ -766,8 +837,27 @@ pub async fn accept_invite(
             "you are already a member of the organization".into(),
         ));
     }
+    let into = match (&invite.workspace_id, &invite.workspace_role) {
+        (None, None) => None,
+        (Some(ws), Some(ws_role)) => {
+            if !state.settings.workspace_invites {
+                return Err(workspace_invites_off());
+            }
+            Some(invited_workspace(&tx, &org.id, ws, ws_role, role).await?)
+        }
+        // Stored data that does not parse fails closed.
+        _ => {
+            return Err(Error::FailedPrecondition(
+                "the invite names a workspace without a role, or a role without a workspace".into(),
+            ));
+        }
+    };
     identity::delete_invite(conn, &invite.id).await?;
     let member = join(&tx, &org, &user, role).await?;
+    let granted = match into {
+        Some((ws, ws_role)) => Some(grant_invited(&tx, &ws, &user.id, ws_role).await?),
+        None => None,
+    };
     audit::record(
         &tx,
         &Actor::of(caller),
@@ -776,8 +866,88 @@ pub async fn accept_invite(
             action: "invite.accept",
             target_type: "invite",
             target_id: &invite.id,
-            details: json!({ "user_id": user.id, "role": invite.role }),
+            details: json!({
+                "user_id": user.id,
+                "role": invite.role,
+                "workspace_id": invite.workspace_id,
+                "workspace_role": invite.workspace_role,
+                "grant_id": granted,
+            }),
         },
     );
     Ok((member, tx.commit().await?))
+}
+
+/// The workspace and role of a workspace invite being accepted, as storage
+/// holds them now: the workspace still of the organization, the role still
+/// a system role or a custom role of it, the organization role never
+/// `ORG_ADMIN`. Anything else fails closed.
+async fn invited_workspace(
+    tx: &Tx,
+    org_id: &str,
+    workspace_id: &str,
+    role: &str,
+    org_role: OrgRole,
+) -> Result<(workspace::Model, String)> {
+    let conn = tx.conn();
+    if org_role == OrgRole::Admin {
+        return Err(Error::FailedPrecondition(
+            "a workspace invite cannot make an ORG_ADMIN".into(),
+        ));
+    }
+    let ws = identity::workspace(conn, workspace_id)
+        .await?
+        .filter(|w| w.organization_id == org_id)
+        .ok_or_else(|| {
+            Error::FailedPrecondition("the workspace of the invite no longer exists".into())
+        })?;
+    let role = match SystemRole::parse(role) {
+        Some(system) => system.as_str().to_owned(),
+        None => {
+            roles::role(conn, role)
+                .await?
+                .filter(|r| r.organization_id == org_id)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition("the role of the invite no longer exists".into())
+                })?
+                .id
+        }
+    };
+    Ok((ws, role))
+}
+
+/// Gives the new member `user_id` the invite's role in `ws`, through the
+/// change log like any grant; returns the grant's id.
+async fn grant_invited(
+    tx: &Tx,
+    ws: &workspace::Model,
+    user_id: &str,
+    role: String,
+) -> Result<String> {
+    let existing =
+        workspaces_store::grants_of_subjects(tx.conn(), &ws.id, &[("user", user_id)]).await?;
+    if let Some(same) = existing
+        .iter()
+        .find(|g| g.role == role && g.scope.is_none())
+    {
+        return Ok(same.id.clone());
+    }
+    let row = grant::Model {
+        id: new_id(),
+        organization_id: ws.organization_id.clone(),
+        workspace_id: ws.id.clone(),
+        subject_type: "user".into(),
+        subject_id: user_id.into(),
+        role,
+        scope: None,
+        created_at: now_ms(),
+    };
+    identity::insert(tx.conn(), row.clone().into_active_model()).await?;
+    tx.changed(Changed::Grant {
+        workspace_id: &ws.id,
+        subject_type: "user",
+        subject_id: user_id,
+    })
+    .await?;
+    Ok(row.id)
 }

@@ -227,7 +227,8 @@ pub async fn update_workspace(
 
 /// Deletes a workspace with everything in it (`workspace:delete`). Default
 /// workspaces cannot be deleted, not even by their owner. Service keys scoped
-/// to it lose it; a key left with no workspace is revoked.
+/// to it lose it; a key left with no workspace is revoked. Service accounts
+/// confined to it and invites into it are deleted with it.
 pub async fn delete_workspace(
     state: &AppState,
     caller: &Caller,
@@ -262,6 +263,16 @@ pub async fn delete_workspace(
         .await?;
         tx.changed(Changed::Key(&key_id)).await?;
     }
+    // The accounts confined to the workspace go with it (their keys were
+    // revoked above: they reached it alone), and so do invites into it.
+    let confined = keys::confined_account_ids(conn, &ws.id).await?;
+    for account in &confined {
+        identity::delete_grants_of_subject(conn, &ws.organization_id, "service_account", account)
+            .await?;
+        keys::delete_service_account(conn, account).await?;
+        tx.changed(Changed::ServiceAccount(account)).await?;
+    }
+    let invites = identity::delete_workspace_invites(conn, &ws.id).await?;
     workspaces::delete_workspace(conn, &ws.id).await?;
     tx.changed(Changed::Workspace(&ws.id)).await?;
     tx.changed(Changed::ResourceTags(&ws.id)).await?;
@@ -273,7 +284,12 @@ pub async fn delete_workspace(
             action: "workspace.delete",
             target_type: "workspace",
             target_id: &ws.id,
-            details: json!({ "key": ws.key, "revoked_keys": revoked_keys }),
+            details: json!({
+                "key": ws.key,
+                "revoked_keys": revoked_keys,
+                "deleted_service_accounts": confined,
+                "deleted_invites": invites,
+            }),
         },
     );
     tx.commit().await
@@ -388,11 +404,18 @@ pub const MAX_SCOPE_BYTES: usize = 4096;
 /// Most grants one subject holds in one workspace.
 pub const MAX_GRANTS_PER_SUBJECT: usize = 100;
 
-/// Checks that a grant's subject is of the organization. Platform accounts
+/// Checks that a grant's subject is of the organization (and, for a service
+/// account confined to a workspace, that this is its workspace). Platform accounts
 /// are not the organization's to give roles to: to anyone but a platform
 /// caller they do not exist.
-async fn validate_subject(tx: &Tx, caller: &Caller, org_id: &str, subject: &Subject) -> Result<()> {
+async fn validate_subject(
+    tx: &Tx,
+    caller: &Caller,
+    ws: &workspace::Model,
+    subject: &Subject,
+) -> Result<()> {
     let conn = tx.conn();
+    let org_id = ws.organization_id.as_str();
     match subject {
         Subject::User(id) => {
             if identity::membership(conn, org_id, id).await?.is_none() {
@@ -416,17 +439,23 @@ async fn validate_subject(tx: &Tx, caller: &Caller, org_id: &str, subject: &Subj
             if account.platform && !authorize::is_platform(conn, caller).await? {
                 return Err(not_found());
             }
+            authorize::may_hold_grant_in(&account, ws)?;
         }
     }
     Ok(())
 }
 
 /// The stored id of a role named in a grant: a system role's name (aliases
-/// accepted) or a custom role's id or name.
-async fn resolve_role(tx: &Tx, org_id: &str, role: &str) -> Result<String> {
+/// accepted) or a custom role's id or name; `field` names it in refusals.
+pub(super) async fn resolve_role(
+    tx: &Tx,
+    org_id: &str,
+    field: &'static str,
+    role: &str,
+) -> Result<String> {
     if role.is_empty() {
         return Err(Error::invalid(
-            "role",
+            field,
             "is required: WORKSPACE_ADMIN, WORKSPACE_EDITOR, WORKSPACE_VIEWER (or Owner, Contributor, Reader) or a custom role",
         ));
     }
@@ -443,7 +472,7 @@ async fn resolve_role(tx: &Tx, org_id: &str, role: &str) -> Result<String> {
     if let Some(r) = roles::role_by_name(conn, org_id, role).await? {
         return Ok(r.id);
     }
-    Err(Error::invalid("role", format!("unknown role `{role}`")))
+    Err(Error::invalid(field, format!("unknown role `{role}`")))
 }
 
 /// Grants a role, optionally scoped, to a user, team or service account (`roles:manage`).
@@ -482,8 +511,8 @@ pub async fn grant_in(
     let expires_at = rules::expiry("expires_at", expires_at, caller.at_ms)?;
     let (ws, power) =
         authorize::workspace_action(tx.conn(), caller, workspace_id, "roles:manage").await?;
-    validate_subject(tx, caller, &ws.organization_id, &subject).await?;
-    let role = resolve_role(tx, &ws.organization_id, role).await?;
+    validate_subject(tx, caller, &ws, &subject).await?;
+    let role = resolve_role(tx, &ws.organization_id, "role", role).await?;
     let scope = validate_scope(tx, &ws, scope).await?;
     authorize::may_change_grant(
         tx.conn(),

@@ -302,15 +302,20 @@ pub async fn invite_by_email<C: ConnectionTrait>(
         .await?)
 }
 
-/// Pending invites of an organization, ordered by id.
+/// Pending invites of an organization, ordered by id; only the invites into
+/// one workspace when `workspace_id` is set.
 pub async fn invites<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
+    workspace_id: Option<&str>,
     after: &str,
     limit: u64,
 ) -> StoreResult<Vec<invite::Model>> {
-    Ok(invite::Entity::find()
-        .filter(invite::Column::OrganizationId.eq(org_id))
+    let mut query = invite::Entity::find().filter(invite::Column::OrganizationId.eq(org_id));
+    if let Some(ws) = workspace_id {
+        query = query.filter(invite::Column::WorkspaceId.eq(ws));
+    }
+    Ok(query
         .filter(invite::Column::Id.gt(after))
         .order_by_asc(invite::Column::Id)
         .limit(limit)
@@ -324,6 +329,18 @@ pub async fn delete_invite<C: ConnectionTrait>(conn: &C, id: &str) -> StoreResul
         .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Deletes the pending invites into a workspace; returns how many.
+pub async fn delete_workspace_invites<C: ConnectionTrait>(
+    conn: &C,
+    workspace_id: &str,
+) -> StoreResult<u64> {
+    Ok(invite::Entity::delete_many()
+        .filter(invite::Column::WorkspaceId.eq(workspace_id))
+        .exec(conn)
+        .await?
+        .rows_affected)
 }
 
 /// How many organizations exist.

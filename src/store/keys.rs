@@ -51,11 +51,13 @@ pub async fn service_account_by_name<C: ConnectionTrait>(
 }
 
 /// Service accounts of an organization, ordered by id; platform accounts
-/// only when `include_platform`.
+/// only when `include_platform`; only those confined to one workspace when
+/// `workspace_id` is set.
 pub async fn service_accounts<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
     include_platform: bool,
+    workspace_id: Option<&str>,
     after: &str,
     limit: u64,
 ) -> StoreResult<Vec<service_account::Model>> {
@@ -65,9 +67,26 @@ pub async fn service_accounts<C: ConnectionTrait>(
     if !include_platform {
         query = query.filter(service_account::Column::Platform.eq(false));
     }
+    if let Some(ws) = workspace_id {
+        query = query.filter(service_account::Column::WorkspaceId.eq(ws));
+    }
     Ok(query
         .order_by_asc(service_account::Column::Id)
         .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// The ids of the service accounts confined to a workspace.
+pub async fn confined_account_ids<C: ConnectionTrait>(
+    conn: &C,
+    workspace_id: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(service_account::Entity::find()
+        .filter(service_account::Column::WorkspaceId.eq(workspace_id))
+        .select_only()
+        .column(service_account::Column::Id)
+        .into_tuple()
         .all(conn)
         .await?)
 }
@@ -99,12 +118,23 @@ pub async fn api_key_by_hash<C: ConnectionTrait>(
         .await?)
 }
 
-/// API keys of an organization ordered by id; only one user's PATs when
-/// `user_id` is set; platform accounts' keys only when `include_platform`.
+/// Which keys of an organization a listing shows.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyFilter<'a> {
+    /// Every key.
+    All,
+    /// One user's personal access tokens.
+    User(&'a str),
+    /// The keys of the service accounts confined to one workspace.
+    Workspace(&'a str),
+}
+
+/// API keys of an organization ordered by id, as `only` says; platform
+/// accounts' keys only when `include_platform`.
 pub async fn api_keys<C: ConnectionTrait>(
     conn: &C,
     org_id: &str,
-    user_id: Option<&str>,
+    only: KeyFilter<'_>,
     include_platform: bool,
     after: &str,
     limit: u64,
@@ -112,8 +142,10 @@ pub async fn api_keys<C: ConnectionTrait>(
     let mut query = api_key::Entity::find()
         .filter(api_key::Column::OrganizationId.eq(org_id))
         .filter(api_key::Column::Id.gt(after));
-    if let Some(user_id) = user_id {
-        query = query.filter(api_key::Column::UserId.eq(user_id));
+    match only {
+        KeyFilter::All => {}
+        KeyFilter::User(user_id) => query = query.filter(api_key::Column::UserId.eq(user_id)),
+        KeyFilter::Workspace(ws) => query = query.filter(api_key::Column::WorkspaceId.eq(ws)),
     }
     if !include_platform {
         let platform_accounts = Query::select()

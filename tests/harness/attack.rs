@@ -2832,7 +2832,12 @@ impl Instance {
     /// what it missed), which would wipe what the first calls cached.
     pub async fn on(store: Store) -> Self {
         let postgres = store.backend() == DbBackend::Postgres;
-        let state = AppState::new(store, Settings::default());
+        // Workspace invites on, so that they are attacked too.
+        let settings = Settings {
+            workspace_invites: true,
+            ..Settings::default()
+        };
+        let state = AppState::new(store, settings);
         let watched = state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

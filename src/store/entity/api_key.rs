@@ -22,6 +22,9 @@ pub struct Model {
     pub scope: Option<String>,
     /// JSON array of workspace ids for `workspaces`-scoped service keys.
     pub workspace_ids: String,
+    /// For a key of a workspace-confined service account, that workspace:
+    /// the key reaches it and nothing else.
+    pub workspace_id: Option<String>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub created_at: i64,

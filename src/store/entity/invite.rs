@@ -12,6 +12,12 @@ pub struct Model {
     pub email: String,
     pub role: String,
     pub created_by: String,
+    /// A workspace invite: the workspace the invitee is given a role in on
+    /// accepting (workspace-level invites, behind `--workspace-invites`).
+    pub workspace_id: Option<String>,
+    /// The role (a system role's name or a custom role's id) given in
+    /// `workspace_id` on accepting.
+    pub workspace_role: Option<String>,
     pub created_at: i64,
 }
 

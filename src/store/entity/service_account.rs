@@ -13,6 +13,10 @@ pub struct Model {
     pub role: String,
     /// A platform account: its powers cross organizations, and no organization administers it.
     pub platform: bool,
+    /// The workspace the account is confined to: it holds grants only there,
+    /// its keys reach only it, and a workspace admin of it manages it. `None`:
+    /// an organization-wide account, managed by organization admins.
+    pub workspace_id: Option<String>,
     pub created_at: i64,
 }
 

@@ -9,6 +9,7 @@ mod m0003_platform;
 mod m0004_change_log;
 mod m0005_expiry;
 mod m0006_organization_settings;
+mod m0007_delegation;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_change_log::Migration),
             Box::new(m0005_expiry::Migration),
             Box::new(m0006_organization_settings::Migration),
+            Box::new(m0007_delegation::Migration),
         ]
     }
 }
