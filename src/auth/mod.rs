@@ -2,6 +2,7 @@
 //! [`crate::front`] authenticates every RPC with them.
 
 pub mod caller;
+pub mod jwt;
 pub mod key;
 
 pub use caller::{Caller, PrincipalId, ResolvedKey};

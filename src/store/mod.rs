@@ -19,6 +19,7 @@ pub mod identity;
 pub mod keys;
 pub mod migration;
 pub mod roles;
+pub mod signing_keys;
 pub mod standing;
 pub mod teams;
 pub mod workspaces;

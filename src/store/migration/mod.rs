@@ -7,6 +7,7 @@ mod m0001_identity;
 mod m0002_workspaces;
 mod m0003_platform;
 mod m0004_change_log;
+mod m0008_signing_keys;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_workspaces::Migration),
             Box::new(m0003_platform::Migration),
             Box::new(m0004_change_log::Migration),
+            Box::new(m0008_signing_keys::Migration),
         ]
     }
 }
