@@ -1,11 +1,11 @@
 //! One typed configuration, parsed by clap from flags and `PORTCULLIS_*`
 //! environment variables, and passed down; nothing deeper reads the environment.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::{authz::cache::CacheConfig, clock::Clock};
+use crate::{auth::jwt::KeyPair, authz::cache::CacheConfig, clock::Clock};
 
 /// How plan limits are enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -204,6 +204,103 @@ pub struct ServeConfig {
     /// PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).
     #[arg(long, env = "PORTCULLIS_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub credentials: CredentialsConfig,
+}
+
+/// Temporary credentials: their issuer, lifetimes and signing key.
+#[derive(Args, Clone, Debug)]
+pub struct CredentialsConfig {
+    /// The `iss` claim of temporary credentials.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TEMPORARY_CREDENTIALS_ISSUER",
+        default_value = "portcullis"
+    )]
+    pub temporary_credentials_issuer: String,
+
+    /// Lifetime of a temporary credential when the request names none.
+    #[arg(long, env = "PORTCULLIS_TEMPORARY_CREDENTIALS_DEFAULT_TTL", value_parser = parse_duration, default_value = "15m")]
+    pub temporary_credentials_default_ttl: Duration,
+
+    /// Longest lifetime a temporary credential may ask for (at most 24h). A
+    /// retired signing key stays published this long (and 5 s more) after
+    /// its retirement.
+    #[arg(long, env = "PORTCULLIS_TEMPORARY_CREDENTIALS_MAX_TTL", value_parser = parse_duration, default_value = "1h")]
+    pub temporary_credentials_max_ttl: Duration,
+
+    /// Sign temporary credentials with the Ed25519 key in this file (PEM
+    /// PKCS#8, as `openssl genpkey -algorithm ed25519` writes it, or 32 raw
+    /// bytes) instead of the keys kept in the database.
+    #[arg(long, env = "PORTCULLIS_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+}
+
+/// Longest `--temporary-credentials-max-ttl`.
+pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl CredentialsConfig {
+    /// The run-time settings; reads the key file if one is named.
+    pub fn settings(&self) -> Result<CredentialSettings, String> {
+        let issuer = self.temporary_credentials_issuer.trim();
+        if issuer.is_empty() || issuer.len() > 256 {
+            return Err("--temporary-credentials-issuer: must hold 1 to 256 bytes".into());
+        }
+        let (default_ttl, max_ttl) = (
+            self.temporary_credentials_default_ttl,
+            self.temporary_credentials_max_ttl,
+        );
+        if max_ttl < Duration::from_secs(1) || max_ttl > MAX_CREDENTIAL_TTL {
+            return Err("--temporary-credentials-max-ttl: must be between 1s and 24h".into());
+        }
+        if default_ttl < Duration::from_secs(1) || default_ttl > max_ttl {
+            return Err(
+                "--temporary-credentials-default-ttl: must be between 1s and --temporary-credentials-max-ttl"
+                    .into(),
+            );
+        }
+        let key_file = match &self.signing_key_file {
+            Some(path) => {
+                let contents = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let key = KeyPair::from_file(&contents)
+                    .map_err(|e| format!("--signing-key-file {}: {e}", path.display()))?;
+                Some(Arc::new(key))
+            }
+            None => None,
+        };
+        Ok(CredentialSettings {
+            issuer: issuer.to_owned(),
+            default_ttl,
+            max_ttl,
+            key_file,
+        })
+    }
+}
+
+/// How temporary credentials are issued.
+#[derive(Clone, Debug)]
+pub struct CredentialSettings {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// Lifetime when the request names none.
+    pub default_ttl: Duration,
+    /// Longest lifetime a request may ask for.
+    pub max_ttl: Duration,
+    /// The key from `--signing-key-file`; `None`: the keys in the database.
+    pub key_file: Option<Arc<KeyPair>>,
+}
+
+impl Default for CredentialSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "portcullis".into(),
+            default_ttl: Duration::from_secs(15 * 60),
+            max_ttl: Duration::from_secs(3600),
+            key_file: None,
+        }
+    }
 }
 
 /// Where the metrics endpoint listens, if anywhere.
@@ -293,6 +390,8 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// TLS for the gRPC port; plaintext when `None`.
     pub tls: Option<TlsMaterial>,
+    /// Temporary credentials.
+    pub credentials: CredentialSettings,
 }
 
 impl Default for Settings {
@@ -322,6 +421,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             tls: None,
+            credentials: CredentialSettings::default(),
         }
     }
 }
@@ -368,6 +468,7 @@ impl ServeConfig {
             request_timeout: self.request_timeout.max(Duration::from_millis(1)),
             max_message_bytes: self.max_message_bytes.max(1024),
             tls,
+            credentials: self.credentials.settings()?,
             ..Settings::default()
         })
     }

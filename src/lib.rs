@@ -49,6 +49,10 @@
 //!   statement shared with the misses arriving beside it
 //!   ([`store::standing`]); [`authz::engine`] evaluates scopes against
 //!   resource tags only when a scoped grant could decide.
+//! * Temporary storage credentials ([`domain::credentials`]) are JWTs
+//!   signed with Ed25519 ([`auth::jwt`]) carrying only permissions the
+//!   caller holds; storage services verify them offline with the key set the
+//!   metrics port serves at `/.well-known/jwks.json`.
 //! * Errors: [`store::StoreError`] below, [`error::Error`] above, mapped to
 //!   `tonic::Status` in exactly one place.
 //!

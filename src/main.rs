@@ -1,4 +1,5 @@
-//! The `portcullis` command line: `serve`, `migrate` and `bootstrap`.
+//! The `portcullis` command line: `serve`, `migrate`, `bootstrap`, `health`
+//! and `rotate-signing-key`.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,7 @@ use clap::{Parser, Subcommand};
 use portcullis::{
     bootstrap::{self, BootstrapInput},
     config::{DatabaseConfig, LogFormat, ServeConfig},
+    domain::credentials,
     metrics, server,
     state::AppState,
     store::Store,
@@ -61,6 +63,10 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// Retires the key that signs temporary credentials and makes a new one
+    /// in the database (every replica signs with it from then on); prints
+    /// one JSON object with the new and the retired key ids.
+    RotateSigningKey(DatabaseConfig),
     /// Creates the first organization, its admin and an organization-scoped
     /// service key; prints one JSON object with the key, shown only once.
     Bootstrap {
@@ -176,6 +182,21 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(config) => serve(*config).await,
         Command::Health { addr, service } => health(&addr, service).await,
+        Command::RotateSigningKey(database) => {
+            let store = open_store(&database).await?;
+            let rotated = credentials::rotate_signing_key_offline(&store)
+                .await
+                .map_err(|e| format!("rotation failed: {e}"))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "key_id": rotated.key_id,
+                    "retired_key_id": rotated.retired_key_id,
+                    "revision": rotated.revision,
+                })
+            );
+            Ok(())
+        }
         Command::Migrate(database) => {
             open_store(&database).await?;
             tracing::info!("migrations applied");

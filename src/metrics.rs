@@ -569,7 +569,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError { addr, source })
 }
 
-/// Answers `GET /metrics` (and `GET /`) on `listener` until dropped.
+/// Answers `GET /metrics` (and `GET /`), and `GET /.well-known/jwks.json`
+/// (the keys that verify temporary credentials), on `listener` until dropped.
 pub async fn serve(listener: TcpListener, state: AppState) {
     loop {
         let (stream, _) = match listener.accept().await {
@@ -584,7 +585,7 @@ pub async fn serve(listener: TcpListener, state: AppState) {
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &state)) }
+                async move { Ok::<_, Infallible>(respond(&req, &state).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -597,17 +598,33 @@ pub async fn serve(listener: TcpListener, state: AppState) {
     }
 }
 
-fn respond<B>(req: &Request<B>, state: &AppState) -> Response<Full<Bytes>> {
+/// Where the key set that verifies temporary credentials is served.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+async fn respond<B>(req: &Request<B>, state: &AppState) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&HttpMethod::GET, "/metrics" | "/") => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(state),
         ),
+        // Read from storage on every request, so that a key is published
+        // by every replica as soon as it is stored (before it signs).
+        (&HttpMethod::GET, JWKS_PATH) => match crate::domain::credentials::jwks(state).await {
+            Ok(jwks) => (StatusCode::OK, "application/jwk-set+json", jwks),
+            Err(err) => {
+                tracing::warn!(error = %err, "jwks: cannot read the signing keys");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "the key set cannot be read now; retry later\n".to_owned(),
+                )
+            }
+        },
         (&HttpMethod::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: metrics are at /metrics\n".to_owned(),
+            format!("not found: metrics are at /metrics, the credential key set at {JWKS_PATH}\n"),
         ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -96,6 +96,16 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    if state.settings.credentials.key_file.is_none() {
+        // Beside serving, not before it: start-up never waits for storage.
+        // Not fatal either: the first credential or key set asked for makes it.
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::domain::credentials::ensure_signing_key(&store).await {
+                tracing::warn!(error = %err, "cannot make the first credential signing key yet");
+            }
+        });
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     set_status(&reporter, ServingStatus::Serving).await;
     reporter

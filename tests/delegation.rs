@@ -72,6 +72,7 @@ fn grant_to_account(ws: &str, account: &str, role: &str) -> pb::GrantAccessReque
         }),
         role: role.into(),
         scope: None,
+        expires_at: None,
     }
 }
 

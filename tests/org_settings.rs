@@ -12,7 +12,7 @@ use portcullis::{
     store::migration::Migrator,
 };
 use sea_orm::ConnectionTrait;
-use sea_orm_migration::{MigrationName, MigratorTrait};
+use sea_orm_migration::MigratorTrait;
 use tonic::{Code, Response, Status};
 
 fn defaults(

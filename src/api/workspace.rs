@@ -8,7 +8,7 @@ use crate::{
     domain::{
         Page,
         access::scope_from_json,
-        batch, resources,
+        batch, credentials, resources,
         settings::{self, Source, WorkspaceSettings},
         workspaces::{self, ScopeInput, Subject},
     },
@@ -464,6 +464,68 @@ impl WorkspaceService for WorkspaceApi {
         Ok(Response::new(pb::UpdateSettingsResponse {
             settings: Some(settings_pb(settings)),
             revision,
+        }))
+    }
+    async fn create_temporary_credentials(
+        &self,
+        request: Request<pb::CreateTemporaryCredentialsRequest>,
+    ) -> Reply<pb::CreateTemporaryCredentialsResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let issued = credentials::create_temporary_credentials(
+            &self.state,
+            &caller,
+            &req.workspace_id,
+            req.permissions,
+            scope_input(req.scope),
+            req.ttl_seconds,
+        )
+        .await?;
+        Ok(Response::new(pb::CreateTemporaryCredentialsResponse {
+            token: issued.token,
+            key_id: issued.key_id,
+            credential_id: issued.id,
+            expires_at: Some(timestamp(issued.expires_at_ms)),
+            workspace_id: issued.workspace_id,
+            permissions: issued.permissions,
+            scope: issued.scope.as_ref().map(scope_pb),
+            revision: issued.revision,
+        }))
+    }
+
+    async fn get_credential_keys(
+        &self,
+        request: Request<pb::GetCredentialKeysRequest>,
+    ) -> Reply<pb::GetCredentialKeysResponse> {
+        // Any authenticated caller: the key set is public.
+        caller(&request)?;
+        let keys = credentials::published_keys(&self.state).await?;
+        let jwks =
+            crate::auth::jwt::jwks(keys.iter().map(|k| (k.id.as_str(), k.public_key.as_str())));
+        Ok(Response::new(pb::GetCredentialKeysResponse {
+            jwks,
+            keys: keys
+                .into_iter()
+                .map(|k| pb::CredentialKey {
+                    key_id: k.id,
+                    public_key: k.public_key,
+                    current: k.current,
+                    retired_at: k.retired_at.map(timestamp),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Reply<pb::RotateSigningKeyResponse> {
+        let caller = caller(&request)?;
+        let rotated = credentials::rotate_signing_key(&self.state, &caller).await?;
+        Ok(Response::new(pb::RotateSigningKeyResponse {
+            key_id: rotated.key_id,
+            retired_key_id: rotated.retired_key_id.unwrap_or_default(),
+            revision: rotated.revision,
         }))
     }
 }

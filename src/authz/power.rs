@@ -94,6 +94,8 @@ pub enum PlatformPower {
     ResolveKeys,
     /// Create a user's organization on their behalf without acting for them.
     CreateOrganizations,
+    /// Rotate the key that signs every organization's temporary credentials.
+    RotateSigningKeys,
 }
 
 impl PlatformPower {
@@ -110,6 +112,7 @@ impl PlatformPower {
             Self::ReadPlatformLog => "reading the platform audit log",
             Self::ResolveKeys => "resolving keys of other organizations",
             Self::CreateOrganizations => "creating organizations on a user's behalf",
+            Self::RotateSigningKeys => "rotating the signing key of temporary credentials",
         }
     }
 }

@@ -36,7 +36,7 @@ use crate::{
     authz::{
         OrgPermission, OrgRole,
         cache::Id,
-        catalogue::{Catalogue, SystemRole},
+        catalogue::{Catalogue, PermissionSet, SystemRole},
         engine::{Access, Scope},
         power::{self, CONFINED_ACCOUNT_ROLE, Denied, PlatformPower, Power, Reach},
     },
@@ -560,6 +560,33 @@ pub async fn may_change_grant<C: Reads>(
             "the caller does not hold `{name}` over every resource the grant covers; nothing takes away what its caller could not give"
         ),
     }))
+}
+
+/// Authorizes a temporary credential carrying `wanted` over `scope` in `ws`
+/// (reached with `power`, see [`workspace`]): the caller itself must hold
+/// every one of them there now, as the check engine resolves its own
+/// principal. A permission held only under a scoped grant passes only to a
+/// credential whose scope lies within that grant's; an unscoped grant (or
+/// `ORG_ADMIN`) passes it to any scope. A credential never carries more than
+/// its caller holds.
+pub async fn may_hold_credential<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+    catalogue: &Catalogue,
+    wanted: &PermissionSet,
+    scope: Option<&Scope>,
+) -> Result<()> {
+    let held = held_in(conn, catalogue, caller, ws, power).await?;
+    let Some(p) = held.first_not_covered(wanted, scope) else {
+        return Ok(());
+    };
+    let name = catalogue.get(p).map_or("?", |p| p.name.as_str());
+    Err(Error::PermissionDenied(format!(
+        "permissions: the caller does not hold `{name}` in workspace `{}` over every resource the credential would cover; a credential carries only what its caller holds",
+        ws.key
+    )))
 }
 
 /// The service accounts the caller must not see in listings, logs or

@@ -11,6 +11,7 @@ pub mod authorize;
 pub mod batch;
 pub mod change;
 pub mod check;
+pub mod credentials;
 pub mod expiry;
 pub mod keys;
 pub mod organizations;

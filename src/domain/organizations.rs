@@ -930,6 +930,16 @@ async fn grant_invited(
         .iter()
         .find(|g| g.role == role && g.scope.is_none())
     {
+        // The invite's grant does not expire: one that would is made permanent.
+        if same.expires_at.is_some() {
+            workspaces_store::set_grant_expiry(tx.conn(), &same.id, None).await?;
+            tx.changed(Changed::Grant {
+                workspace_id: &ws.id,
+                subject_type: "user",
+                subject_id: user_id,
+            })
+            .await?;
+        }
         return Ok(same.id.clone());
     }
     let row = grant::Model {
@@ -941,6 +951,7 @@ async fn grant_invited(
         role,
         scope: None,
         created_at: now_ms(),
+        expires_at: None,
     };
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
     tx.changed(Changed::Grant {

@@ -321,7 +321,9 @@ pub struct ScopeInput {
     pub application: String,
 }
 
-async fn validate_scope(
+/// Validates a requested scope: bounded conditions on valid tag keys and
+/// values, applications that exist in `ws`; `None` for an empty one.
+pub async fn validate_scope(
     tx: &Tx,
     ws: &workspace::Model,
     input: ScopeInput,

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod migration;
 pub mod roles;
 pub mod settings;
+pub mod signing_keys;
 pub mod standing;
 pub mod teams;
 pub mod workspaces;

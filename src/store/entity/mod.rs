@@ -14,6 +14,7 @@ pub mod resource_type;
 pub mod revision;
 pub mod role;
 pub mod service_account;
+pub mod signing_key;
 pub mod team;
 pub mod team_member;
 pub mod user;

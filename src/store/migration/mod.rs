@@ -10,6 +10,7 @@ mod m0004_change_log;
 mod m0005_expiry;
 mod m0006_organization_settings;
 mod m0007_delegation;
+mod m0008_signing_keys;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_expiry::Migration),
             Box::new(m0006_organization_settings::Migration),
             Box::new(m0007_delegation::Migration),
+            Box::new(m0008_signing_keys::Migration),
         ]
     }
 }
