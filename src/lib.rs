@@ -48,7 +48,9 @@
 //!   hash lookup and a bit test — or load it once from storage, in one
 //!   statement shared with the misses arriving beside it
 //!   ([`store::standing`]); [`authz::engine`] evaluates scopes against
-//!   resource tags only when a scoped grant could decide.
+//!   resource tags only when a scoped grant could decide. Grants and team
+//!   memberships may expire: a set records its earliest expiry and is not
+//!   served from then on ([`clock`]); [`domain::expiry`] sweeps the rows.
 //! * Temporary storage credentials ([`domain::credentials`]) are JWTs
 //!   signed with Ed25519 ([`auth::jwt`]) carrying only permissions the
 //!   caller holds; storage services verify them offline with the key set the

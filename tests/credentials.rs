@@ -654,6 +654,44 @@ async fn signing_key_file_replaces_the_database_keys(b: Backend) {
     );
 }
 
+/// A credential drawn from an expiring grant expires no later than the grant.
+async fn credential_does_not_outlive_the_grants_it_is_drawn_from(b: Backend) {
+    let s = harness::start(b).await;
+    let ann = s.member("ann", pb::OrgRole::OrgUser).await;
+    let ws = s.workspace("shared").await;
+    let grant_until = s.state.settings.clock.now_ms() + 10 * 60 * 1000;
+    s.workspaces()
+        .grant_access(req(
+            pb::GrantAccessRequest {
+                workspace_id: ws.clone(),
+                subject: Some(pb::Subject {
+                    kind: Some(harness::user(&ann.user_id)),
+                }),
+                role: "WORKSPACE_VIEWER".into(),
+                scope: None,
+                expires_at: Some(portcullis::api::timestamp(grant_until)),
+            },
+            s.key(),
+        ))
+        .await
+        .unwrap();
+    let pat = s.pat(&ann.user_id).await;
+    let issued = issue(
+        &s,
+        &pat,
+        credential_request(&ws, &["prompts:read"], None, Some(3600)),
+    )
+    .await
+    .unwrap();
+    let claims = verify(&s, &issued.token).await.unwrap();
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!(
+        exp * 1000 <= grant_until && exp * 1000 > grant_until - 2_000,
+        "exp {exp} is capped at the grant's expiry {grant_until}"
+    );
+    assert_eq!(issued.expires_at.unwrap().seconds, exp);
+}
+
 both_backends!(
     issued_credential_verifies_with_the_published_key_set_and_carries_the_claims,
     credential_fails_verification_after_it_expires,
@@ -668,4 +706,5 @@ both_backends!(
     command_line_rotation_reaches_the_running_server,
     replicas_starting_at_once_make_one_signing_key,
     signing_key_file_replaces_the_database_keys,
+    credential_does_not_outlive_the_grants_it_is_drawn_from,
 );

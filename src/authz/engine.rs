@@ -139,15 +139,47 @@ impl Access {
         if self.org_admin {
             return None;
         }
-        wanted.iter().find(|p| {
-            !self.grants.iter().any(|g| {
-                g.permissions.contains(*p)
-                    && match (&g.scope, scope) {
-                        (None, _) => true,
-                        (Some(held), Some(given)) => given.within(held),
-                        (Some(_), None) => false,
-                    }
+        wanted
+            .iter()
+            .find(|p| !self.covering(*p, scope).any(|_| true))
+    }
+
+    /// Until when the holder keeps every permission of `wanted` over every
+    /// resource of `scope`: for each permission the latest expiry of the
+    /// grants covering it, and the earliest of those. `None`: for good (or
+    /// it does not hold them all; ask [`Self::first_not_covered`] first).
+    pub fn covered_until(&self, wanted: &PermissionSet, scope: Option<&Scope>) -> Option<i64> {
+        if self.org_admin {
+            return None;
+        }
+        wanted
+            .iter()
+            .filter_map(|p| {
+                let mut until = Some(i64::MIN);
+                for g in self.covering(p, scope) {
+                    until = match (until, g.expires_at) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+                until.filter(|t| *t != i64::MIN)
             })
+            .min()
+    }
+
+    /// The grants holding `permission` over at least every resource of `scope`.
+    fn covering(
+        &self,
+        permission: u16,
+        scope: Option<&Scope>,
+    ) -> impl Iterator<Item = &EffectiveGrant> {
+        self.grants.iter().filter(move |g| {
+            g.permissions.contains(permission)
+                && match (&g.scope, scope) {
+                    (None, _) => true,
+                    (Some(held), Some(given)) => given.within(held),
+                    (Some(_), None) => false,
+                }
         })
     }
 
@@ -211,6 +243,29 @@ mod tests {
         assert_eq!(at.valid_until(), Some(5_000));
         assert_eq!(held(5_000).valid_until(), None);
         assert!(!held(5_000).any());
+    }
+
+    #[test]
+    fn what_is_passed_on_lasts_as_long_as_the_grants_covering_it() {
+        let mut short = grant(&[1, 2], None);
+        short.expires_at = Some(1_000);
+        let mut long = grant(&[1], None);
+        long.expires_at = Some(5_000);
+        let held = Access::at(false, vec![short, long, grant(&[3], None)], 0);
+        let wanted = |ps: &[u16]| {
+            let mut set = PermissionSet::default();
+            for p in ps {
+                set.insert(*p);
+            }
+            set
+        };
+        assert_eq!(held.covered_until(&wanted(&[1]), None), Some(5_000));
+        assert_eq!(held.covered_until(&wanted(&[1, 2]), None), Some(1_000));
+        assert_eq!(held.covered_until(&wanted(&[3]), None), None);
+        assert_eq!(
+            Access::at(true, vec![], 0).covered_until(&wanted(&[1]), None),
+            None
+        );
     }
 
     #[test]

@@ -568,7 +568,8 @@ pub async fn may_change_grant<C: Reads>(
 /// principal. A permission held only under a scoped grant passes only to a
 /// credential whose scope lies within that grant's; an unscoped grant (or
 /// `ORG_ADMIN`) passes it to any scope. A credential never carries more than
-/// its caller holds.
+/// its caller holds, nor for longer: the answer is the instant the caller's
+/// covering grants expire (`None`: they do not), which caps its `exp`.
 pub async fn may_hold_credential<C: Reads>(
     conn: &C,
     caller: &Caller,
@@ -577,10 +578,11 @@ pub async fn may_hold_credential<C: Reads>(
     catalogue: &Catalogue,
     wanted: &PermissionSet,
     scope: Option<&Scope>,
-) -> Result<()> {
+) -> Result<Option<i64>> {
     let held = held_in(conn, catalogue, caller, ws, power).await?;
     let Some(p) = held.first_not_covered(wanted, scope) else {
-        return Ok(());
+        // A credential outlives none of the grants it is drawn from.
+        return Ok(held.covered_until(wanted, scope));
     };
     let name = catalogue.get(p).map_or("?", |p| p.name.as_str());
     Err(Error::PermissionDenied(format!(

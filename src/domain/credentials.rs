@@ -154,7 +154,7 @@ pub async fn create_temporary_credentials(
     // `ttl` after the decision (and within the key's publication).
     let issued_at = now_ms() / 1000;
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-    let expires_at = issued_at.saturating_add(ttl_secs);
+    let mut expires_at = issued_at.saturating_add(ttl_secs);
     let tx = Tx::begin(state, caller).await?;
     let conn = tx.conn();
     let (ws, power) = authorize::workspace(conn, caller, workspace_id).await?;
@@ -170,7 +170,7 @@ pub async fn create_temporary_credentials(
         wanted.insert(id);
     }
     let scope = workspaces::validate_scope(&tx, &ws, scope).await?;
-    authorize::may_hold_credential(
+    let held_until = authorize::may_hold_credential(
         conn,
         caller,
         &ws,
@@ -180,6 +180,10 @@ pub async fn create_temporary_credentials(
         scope.as_ref(),
     )
     .await?;
+    if let Some(until_ms) = held_until {
+        // Whole seconds, rounded down: `exp` never passes the grant's expiry.
+        expires_at = expires_at.min(until_ms.div_euclid(1000));
+    }
     let key = signing_key(settings, conn).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let scope_json = scope.as_ref().map(scope_claim);
