@@ -692,6 +692,41 @@ async fn credential_does_not_outlive_the_grants_it_is_drawn_from(b: Backend) {
     assert_eq!(issued.expires_at.unwrap().seconds, exp);
 }
 
+/// A credential expires no later than the key that asked for it.
+async fn credential_does_not_outlive_the_calling_key(b: Backend) {
+    let s = harness::start(b).await;
+    let (ann, ws) = s.viewer_of_shared().await;
+    let key_until = s.state.settings.clock.now_ms() + 10 * 60 * 1000;
+    let pat = s
+        .identity()
+        .create_personal_access_token(harness::as_user(
+            &s,
+            pb::CreatePersonalAccessTokenRequest {
+                expires_at: Some(portcullis::api::timestamp(key_until)),
+                ..Default::default()
+            },
+            &ann,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    let issued = issue(
+        &s,
+        &pat,
+        credential_request(&ws, &["prompts:read"], None, Some(3600)),
+    )
+    .await
+    .unwrap();
+    let exp = issued.expires_at.unwrap().seconds;
+    assert!(
+        exp * 1000 <= key_until && exp * 1000 > key_until - 2_000,
+        "exp {exp} is capped at the key's expiry {key_until}"
+    );
+    let claims = verify(&s, &issued.token).await.unwrap();
+    assert_eq!(claims["exp"].as_i64().unwrap(), exp);
+}
+
 both_backends!(
     issued_credential_verifies_with_the_published_key_set_and_carries_the_claims,
     credential_fails_verification_after_it_expires,
@@ -707,4 +742,5 @@ both_backends!(
     replicas_starting_at_once_make_one_signing_key,
     signing_key_file_replaces_the_database_keys,
     credential_does_not_outlive_the_grants_it_is_drawn_from,
+    credential_does_not_outlive_the_calling_key,
 );

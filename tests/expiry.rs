@@ -527,6 +527,74 @@ async fn the_first_check_after_a_real_expiry_denies(b: Backend) {
     assert!(!own.allowed);
 }
 
+/// A grant reaching its own giver lasts no longer than the giver's own hold
+/// on what it grants: a time-bound admin cannot make themself permanent,
+/// directly or through a team; grants to others are not bounded.
+async fn a_time_bound_admin_cannot_prolong_their_own_access(b: Backend) {
+    let s = start(b).await;
+    let dan = s.member("dan", pb::OrgRole::OrgUser).await;
+    let bob = s.member("bob", pb::OrgRole::OrgUser).await;
+    let ws = s.workspace("shared").await;
+    let until = now(&s) + HOUR_MS;
+    let own = grant_until(&s, &ws, user(&dan.user_id), "WORKSPACE_ADMIN", Some(until)).await;
+    let pat = s.pat(&dan.user_id).await;
+    let give = |subject: pb::subject::Kind, role: &str, expires_at: Option<i64>| {
+        let mut c = s.workspaces();
+        let request = pb::GrantAccessRequest {
+            workspace_id: ws.clone(),
+            subject: Some(pb::Subject {
+                kind: Some(subject),
+            }),
+            role: role.into(),
+            scope: None,
+            expires_at: expires_at.map(timestamp),
+        };
+        let pat = pat.clone();
+        async move { c.grant_access(req(request, &pat)).await }
+    };
+    for (role, expires_at) in [
+        ("WORKSPACE_ADMIN", None),
+        ("WORKSPACE_ADMIN", Some(until + HOUR_MS)),
+        ("WORKSPACE_EDITOR", None),
+    ] {
+        assert_code(
+            give(user(&dan.user_id), role, expires_at).await,
+            Code::PermissionDenied,
+            "expires_at",
+        );
+    }
+    let listed = listed(&s, &ws).await;
+    let mine = listed.iter().find(|g| g.id == own.id).unwrap();
+    assert_eq!(mine.expires_at, Some(timestamp(until)), "unchanged");
+    give(user(&dan.user_id), "WORKSPACE_EDITOR", Some(until))
+        .await
+        .unwrap();
+    give(user(&bob.user_id), "WORKSPACE_EDITOR", None)
+        .await
+        .unwrap();
+    // Through a team: bob is in ops until `until`, ops administers the workspace.
+    let ops = s.team("ops", &[]).await;
+    add_member_until(&s, &ops, &bob.user_id, Some(until)).await;
+    s.grant(&ws, team(&ops), "WORKSPACE_ADMIN", None).await;
+    let bob_pat = s.pat(&bob.user_id).await;
+    let self_grant = s
+        .workspaces()
+        .grant_access(req(
+            pb::GrantAccessRequest {
+                workspace_id: ws.clone(),
+                subject: Some(pb::Subject {
+                    kind: Some(user(&bob.user_id)),
+                }),
+                role: "WORKSPACE_ADMIN".into(),
+                scope: None,
+                expires_at: None,
+            },
+            &bob_pat,
+        ))
+        .await;
+    assert_code(self_grant, Code::PermissionDenied, "expires_at");
+}
+
 both_backends!(
     a_grant_stops_applying_at_its_expiry_without_a_write,
     an_expired_grant_gives_no_power_to_administer,
@@ -536,4 +604,5 @@ both_backends!(
     the_sweep_removes_expired_access_and_audits_it,
     batches_carry_expiries,
     the_first_check_after_a_real_expiry_denies,
+    a_time_bound_admin_cannot_prolong_their_own_access,
 );

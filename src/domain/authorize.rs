@@ -37,9 +37,10 @@ use crate::{
         OrgPermission, OrgRole,
         cache::Id,
         catalogue::{Catalogue, PermissionSet, SystemRole},
-        engine::{Access, Scope},
+        engine::{Access, Scope, live_at},
         power::{self, CONFINED_ACCOUNT_ROLE, Denied, PlatformPower, Power, Reach},
     },
+    clock::rfc3339,
     config::DeploymentMode,
     domain::rules::Plan,
     error::{Error, Result},
@@ -47,7 +48,7 @@ use crate::{
     store::{
         Reads,
         entity::{api_key, invite, service_account, workspace},
-        identity, keys, now_ms,
+        identity, keys, now_ms, teams,
     },
 };
 
@@ -569,7 +570,8 @@ pub async fn may_change_grant<C: Reads>(
 /// credential whose scope lies within that grant's; an unscoped grant (or
 /// `ORG_ADMIN`) passes it to any scope. A credential never carries more than
 /// its caller holds, nor for longer: the answer is the instant the caller's
-/// covering grants expire (`None`: they do not), which caps its `exp`.
+/// covering grants or its calling key expire, whichever comes first
+/// (`None`: neither does), which caps its `exp`.
 pub async fn may_hold_credential<C: Reads>(
     conn: &C,
     caller: &Caller,
@@ -581,13 +583,69 @@ pub async fn may_hold_credential<C: Reads>(
 ) -> Result<Option<i64>> {
     let held = held_in(conn, catalogue, caller, ws, power).await?;
     let Some(p) = held.first_not_covered(wanted, scope) else {
-        // A credential outlives none of the grants it is drawn from.
-        return Ok(held.covered_until(wanted, scope));
+        // A credential outlives neither the grants it is drawn from nor
+        // the key that asks for it.
+        let grants = held.covered_until(wanted, scope);
+        let key = caller.key.key.expires_at;
+        return Ok(match (grants, key) {
+            (Some(g), Some(k)) => Some(g.min(k)),
+            (g, k) => g.or(k),
+        });
     };
     let name = catalogue.get(p).map_or("?", |p| p.name.as_str());
     Err(Error::PermissionDenied(format!(
         "permissions: the caller does not hold `{name}` in workspace `{}` over every resource the credential would cover; a credential carries only what its caller holds",
         ws.key
+    )))
+}
+
+/// Authorizes giving a grant of `role` over `scope` until `expires_at`
+/// (`None`: for good) to `subject` (type, id) in `ws`, when the grant would
+/// reach the caller itself (it names the caller, or a team the caller is a
+/// member of now): time-bound access is not prolonged by its holder, so the
+/// grant may last no longer than the caller's own hold on the role's
+/// permissions there. Organization admins (within their key's reach) hold
+/// them for good. Grants to others are not bounded by the giver's expiry.
+#[allow(clippy::too_many_arguments)]
+pub async fn may_give_self<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+    (subject_type, subject_id): (&str, &str),
+    role: &str,
+    scope: Option<&Scope>,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    if power.admin_of_reached_workspaces() {
+        return Ok(());
+    }
+    let reaches_caller = match (subject_type, &caller.principal) {
+        ("user", PrincipalId::User(id)) | ("service_account", PrincipalId::ServiceAccount(id)) => {
+            id == subject_id
+        }
+        ("team", PrincipalId::User(id)) => teams::team_member(conn, subject_id, id)
+            .await?
+            .is_some_and(|m| live_at(m.expires_at, caller.at_ms)),
+        _ => false,
+    };
+    if !reaches_caller {
+        return Ok(());
+    }
+    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
+    let permissions =
+        access::permissions_of_role(conn, &catalogue, &ws.organization_id, role).await?;
+    let held = held_in(conn, &catalogue, caller, ws, power).await?;
+    let Some(until) = held.covered_until(&permissions, scope) else {
+        return Ok(());
+    };
+    if expires_at.is_some_and(|t| t <= until) {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied(format!(
+        "expires_at: the grant would reach the caller, who holds this role's permissions in workspace `{}` only until {}; time-bound access is not prolonged by its holder",
+        ws.key,
+        rfc3339(until)
     )))
 }
 

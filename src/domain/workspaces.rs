@@ -528,6 +528,17 @@ pub async fn grant_in(
     .await?;
     let scope_json = scope.as_ref().map(scope_to_json);
     let (subject_type, subject_id) = subject.parts();
+    authorize::may_give_self(
+        tx.conn(),
+        caller,
+        &ws,
+        &power,
+        (subject_type, subject_id),
+        &role,
+        scope.as_ref(),
+        expires_at,
+    )
+    .await?;
     let existing =
         workspaces::grants_of_subjects(tx.conn(), &ws.id, &[(subject_type, subject_id)]).await?;
     if let Some(same) = existing
