@@ -318,6 +318,15 @@ async fn workspace_admin_cannot_create_key_beyond_the_confinement(b: Backend) {
             assert_code(r, Code::PermissionDenied, "confined");
         }
     }
+    // Workspaces named without the scope that uses them are refused, not ignored.
+    let unscoped =
+        x.s.identity()
+            .create_service_key(req(
+                key_for(&sa, pb::ServiceKeyScope::Unspecified, &[&x.other]),
+                &x.ann_pat,
+            ))
+            .await;
+    assert_code(unscoped, Code::InvalidArgument, "workspace_ids");
     // Naming the workspace itself is what it gets anyway.
     x.s.identity()
         .create_service_key(req(

@@ -677,6 +677,15 @@ impl IdentityService for IdentityApi {
             Ok(pb::ServiceKeyScope::Workspaces) => {
                 Some(ServiceKeyScope::Workspaces(req.workspace_ids))
             }
+            // Workspaces named without the scope that uses them are refused,
+            // not ignored.
+            _ if !req.workspace_ids.is_empty() => {
+                return Err(Error::invalid(
+                    "workspace_ids",
+                    "are used only with scope SERVICE_KEY_SCOPE_WORKSPACES",
+                )
+                .into());
+            }
             _ => None,
         };
         let created = keys::create_service_key(
