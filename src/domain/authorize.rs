@@ -529,6 +529,49 @@ pub enum GrantChange {
     Take,
 }
 
+/// What `role` (a role id) needs and what the caller holds in `ws`, to
+/// decide a grant of it; `None` for an organization admin (within its key's
+/// reach), who holds everything there for good.
+async fn grant_inputs<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+    role: &str,
+) -> Result<Option<(Catalogue, PermissionSet, Access)>> {
+    if power.admin_of_reached_workspaces() {
+        return Ok(None);
+    }
+    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
+    let permissions =
+        access::permissions_of_role(conn, &catalogue, &ws.organization_id, role).await?;
+    let held = held_in(conn, &catalogue, caller, ws, power).await?;
+    Ok(Some((catalogue, permissions, held)))
+}
+
+/// Refuses a change of a grant needing `permissions` over `scope` when
+/// `held` does not cover them all.
+fn covers(
+    catalogue: &Catalogue,
+    held: &Access,
+    permissions: &PermissionSet,
+    scope: Option<&Scope>,
+    change: GrantChange,
+) -> Result<()> {
+    let Some(p) = held.first_not_covered(permissions, scope) else {
+        return Ok(());
+    };
+    let name = catalogue.get(p).map_or("?", |p| p.name.as_str());
+    Err(Error::PermissionDenied(match change {
+        GrantChange::Give => format!(
+            "role: the caller does not hold `{name}` over every resource the grant would cover; nothing delegates more than its caller holds"
+        ),
+        GrantChange::Take => format!(
+            "the caller does not hold `{name}` over every resource the grant covers; nothing takes away what its caller could not give"
+        ),
+    }))
+}
+
 /// Authorizes giving (or taking away) a grant of `role` (a role id),
 /// optionally scoped: the caller must hold every permission of the role over
 /// at least every resource the grant covers. Nothing delegates more than its
@@ -542,25 +585,61 @@ pub async fn may_change_grant<C: Reads>(
     scope: Option<&Scope>,
     change: GrantChange,
 ) -> Result<()> {
-    if power.admin_of_reached_workspaces() {
-        return Ok(());
+    match grant_inputs(conn, caller, ws, power, role).await? {
+        Some((catalogue, permissions, held)) => {
+            covers(&catalogue, &held, &permissions, scope, change)
+        }
+        None => Ok(()),
     }
-    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
-    let permissions =
-        access::permissions_of_role(conn, &catalogue, &ws.organization_id, role).await?;
-    let held = held_in(conn, &catalogue, caller, ws, power).await?;
-    let Some(p) = held.first_not_covered(&permissions, scope) else {
+}
+
+/// Authorizes giving `subject` (type, id) a grant of `role` over `scope`
+/// until `expires_at` (`None`: for good) in `ws`, as [`may_change_grant`]
+/// does, and, when the grant would reach the caller itself (it names the
+/// caller, or a team the caller is a member of now), no longer than the
+/// caller's own hold on the role's permissions there: time-bound access is
+/// not prolonged by its holder. Organization admins (within their key's
+/// reach) hold them for good. Grants to others are not bounded by the
+/// giver's expiry.
+#[allow(clippy::too_many_arguments)]
+pub async fn may_give_grant<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    ws: &workspace::Model,
+    power: &Power,
+    (subject_type, subject_id): (&str, &str),
+    role: &str,
+    scope: Option<&Scope>,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    let Some((catalogue, permissions, held)) = grant_inputs(conn, caller, ws, power, role).await?
+    else {
         return Ok(());
     };
-    let name = catalogue.get(p).map_or("?", |p| p.name.as_str());
-    Err(Error::PermissionDenied(match change {
-        GrantChange::Give => format!(
-            "role: the caller does not hold `{name}` over every resource the grant would cover; nothing delegates more than its caller holds"
-        ),
-        GrantChange::Take => format!(
-            "the caller does not hold `{name}` over every resource the grant covers; nothing takes away what its caller could not give"
-        ),
-    }))
+    covers(&catalogue, &held, &permissions, scope, GrantChange::Give)?;
+    let reaches_caller = match (subject_type, &caller.principal) {
+        ("user", PrincipalId::User(id)) | ("service_account", PrincipalId::ServiceAccount(id)) => {
+            id == subject_id
+        }
+        ("team", PrincipalId::User(id)) => teams::team_member(conn, subject_id, id)
+            .await?
+            .is_some_and(|m| live_at(m.expires_at, caller.at_ms)),
+        _ => false,
+    };
+    let Some(until) = held
+        .covered_until(&permissions, scope)
+        .filter(|_| reaches_caller)
+    else {
+        return Ok(());
+    };
+    if expires_at.is_some_and(|t| t <= until) {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied(format!(
+        "expires_at: the grant would reach the caller, who holds this role's permissions in workspace `{}` only until {}; time-bound access is not prolonged by its holder",
+        ws.key,
+        rfc3339(until)
+    )))
 }
 
 /// Authorizes a temporary credential carrying `wanted` over `scope` in `ws`
@@ -596,56 +675,6 @@ pub async fn may_hold_credential<C: Reads>(
     Err(Error::PermissionDenied(format!(
         "permissions: the caller does not hold `{name}` in workspace `{}` over every resource the credential would cover; a credential carries only what its caller holds",
         ws.key
-    )))
-}
-
-/// Authorizes giving a grant of `role` over `scope` until `expires_at`
-/// (`None`: for good) to `subject` (type, id) in `ws`, when the grant would
-/// reach the caller itself (it names the caller, or a team the caller is a
-/// member of now): time-bound access is not prolonged by its holder, so the
-/// grant may last no longer than the caller's own hold on the role's
-/// permissions there. Organization admins (within their key's reach) hold
-/// them for good. Grants to others are not bounded by the giver's expiry.
-#[allow(clippy::too_many_arguments)]
-pub async fn may_give_self<C: Reads>(
-    conn: &C,
-    caller: &Caller,
-    ws: &workspace::Model,
-    power: &Power,
-    (subject_type, subject_id): (&str, &str),
-    role: &str,
-    scope: Option<&Scope>,
-    expires_at: Option<i64>,
-) -> Result<()> {
-    if power.admin_of_reached_workspaces() {
-        return Ok(());
-    }
-    let reaches_caller = match (subject_type, &caller.principal) {
-        ("user", PrincipalId::User(id)) | ("service_account", PrincipalId::ServiceAccount(id)) => {
-            id == subject_id
-        }
-        ("team", PrincipalId::User(id)) => teams::team_member(conn, subject_id, id)
-            .await?
-            .is_some_and(|m| live_at(m.expires_at, caller.at_ms)),
-        _ => false,
-    };
-    if !reaches_caller {
-        return Ok(());
-    }
-    let catalogue = access::catalogue(conn, &ws.organization_id).await?;
-    let permissions =
-        access::permissions_of_role(conn, &catalogue, &ws.organization_id, role).await?;
-    let held = held_in(conn, &catalogue, caller, ws, power).await?;
-    let Some(until) = held.covered_until(&permissions, scope) else {
-        return Ok(());
-    };
-    if expires_at.is_some_and(|t| t <= until) {
-        return Ok(());
-    }
-    Err(Error::PermissionDenied(format!(
-        "expires_at: the grant would reach the caller, who holds this role's permissions in workspace `{}` only until {}; time-bound access is not prolonged by its holder",
-        ws.key,
-        rfc3339(until)
     )))
 }
 

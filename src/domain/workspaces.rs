@@ -516,19 +516,8 @@ pub async fn grant_in(
     validate_subject(tx, caller, &ws, &subject).await?;
     let role = resolve_role(tx, &ws.organization_id, "role", role).await?;
     let scope = validate_scope(tx, &ws, scope).await?;
-    authorize::may_change_grant(
-        tx.conn(),
-        caller,
-        &ws,
-        &power,
-        &role,
-        scope.as_ref(),
-        GrantChange::Give,
-    )
-    .await?;
-    let scope_json = scope.as_ref().map(scope_to_json);
     let (subject_type, subject_id) = subject.parts();
-    authorize::may_give_self(
+    authorize::may_give_grant(
         tx.conn(),
         caller,
         &ws,
@@ -539,6 +528,7 @@ pub async fn grant_in(
         expires_at,
     )
     .await?;
+    let scope_json = scope.as_ref().map(scope_to_json);
     let existing =
         workspaces::grants_of_subjects(tx.conn(), &ws.id, &[(subject_type, subject_id)]).await?;
     if let Some(same) = existing
