@@ -116,28 +116,52 @@ impl LogPosition {
 
     /// Every change up to `revision` is applied here.
     pub fn advance_to(&self, revision: u64) {
-        let before = self.applied.fetch_max(revision, Ordering::AcqRel);
-        if revision > before {
-            if let Ok(mut own) = self.own.lock() {
-                *own = own.split_off(&(revision + 1));
-            }
-            self.advanced.send_replace(revision);
-        }
+        let mut own = self.own();
+        self.settle(&mut own, revision);
     }
 
     /// A change committed here whose invalidations were applied already.
+    /// When it follows the applied revision (with the other changes made
+    /// here) the watermark moves on without reading the log; only a gap
+    /// before it (a change made elsewhere, or one made here still
+    /// committing) asks the reader to read.
     pub fn committed_here(&self, revision: u64) {
-        if let Ok(mut own) = self.own.lock()
-            && revision > self.applied()
-        {
+        let mut own = self.own();
+        let applied = self.applied();
+        if revision > applied {
             own.insert(revision);
         }
-        self.wake.notify_one();
+        self.settle(&mut own, applied);
+        if !own.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Moves the watermark to `revision` and over the changes made here
+    /// that follow it without a gap; called with the set of those changes
+    /// locked, so the watermark and the set move together.
+    fn settle(&self, own: &mut BTreeSet<u64>, revision: u64) {
+        let mut applied = self.applied().max(revision);
+        *own = own.split_off(&(applied + 1));
+        while own.first() == Some(&(applied + 1)) {
+            own.pop_first();
+            applied += 1;
+        }
+        let before = self.applied.fetch_max(applied, Ordering::AcqRel);
+        if applied > before {
+            self.advanced.send_replace(applied);
+        }
+    }
+
+    fn own(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether `revision` was committed (and applied) here.
     pub fn is_own(&self, revision: u64) -> bool {
-        self.own.lock().is_ok_and(|own| own.contains(&revision))
+        self.own().contains(&revision)
     }
 
     /// Asks the change log's reader to read now.
@@ -153,5 +177,57 @@ impl LogPosition {
     /// Follows the applied revision (watch streams wait on it).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.advanced.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::LogPosition;
+
+    async fn was_woken(log: &LogPosition) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), log.woken())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_change_made_here_right_after_the_applied_revision_needs_no_read() {
+        let log = LogPosition::default();
+        log.advance_to(4);
+        log.committed_here(5);
+        assert_eq!(log.applied(), 5);
+        assert!(!was_woken(&log).await);
+        assert!(!log.is_own(5));
+    }
+
+    #[tokio::test]
+    async fn changes_made_here_out_of_order_move_the_watermark_when_the_gap_closes() {
+        let log = LogPosition::default();
+        log.advance_to(4);
+        log.committed_here(6);
+        assert_eq!(log.applied(), 4);
+        assert!(log.is_own(6));
+        assert!(was_woken(&log).await);
+        log.committed_here(5);
+        assert_eq!(log.applied(), 6);
+        assert!(!was_woken(&log).await);
+        assert!(!log.is_own(6));
+    }
+
+    #[tokio::test]
+    async fn a_change_made_elsewhere_is_read_before_the_watermark_passes_it() {
+        let log = LogPosition::default();
+        log.advance_to(4);
+        // Revision 5 was committed by another replica; 6 and 7 here.
+        log.committed_here(6);
+        log.committed_here(7);
+        assert_eq!(log.applied(), 4);
+        assert!(was_woken(&log).await);
+        // The reader applies 5 (it skips 6 and 7, applied here already).
+        log.advance_to(5);
+        assert_eq!(log.applied(), 7);
+        assert_eq!(*log.subscribe().borrow(), 7);
     }
 }
