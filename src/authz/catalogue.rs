@@ -30,6 +30,12 @@ pub const BUILTIN_TYPES: &[(&str, &[&str])] = &[
     ("workspace", &["read", "update", "delete"]),
 ];
 
+/// Answers whether `ty` is a built-in resource type: every organization's
+/// catalogue has it, and no organization may register its name.
+pub fn is_builtin_type(ty: &str) -> bool {
+    BUILTIN_TYPES.iter().any(|(t, _)| *t == ty)
+}
+
 /// Workspace management: what `WORKSPACE_EDITOR` lacks.
 const MANAGEMENT: &[&str] = &[
     "members:manage",

@@ -81,9 +81,14 @@ fn org_role(stored: &str) -> Result<OrgRole> {
 async fn live_key<C: Reads>(conn: &C, caller: &Caller) -> Result<()> {
     let row = keys::api_key(conn, &caller.key.key.id)
         .await?
-        .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+        .ok_or_else(revoked)?;
+    still_live(&row)
+}
+
+/// Whether a key read back from storage is still live.
+fn still_live(row: &api_key::Model) -> Result<()> {
     if row.revoked_at.is_some() {
-        return Err(Error::Unauthenticated("api key has been revoked".into()));
+        return Err(revoked());
     }
     if row.expires_at.is_some_and(|t| t <= now_ms()) {
         return Err(Error::Unauthenticated("api key has expired".into()));
@@ -91,13 +96,17 @@ async fn live_key<C: Reads>(conn: &C, caller: &Caller) -> Result<()> {
     Ok(())
 }
 
+fn revoked() -> Error {
+    Error::Unauthenticated("api key has been revoked".into())
+}
+
 /// The caller's effective power in organization `org_id`, read through `conn`.
 pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<Power> {
-    live_key(conn, caller).await?;
     let key = &caller.key;
     let home = org_id == key.organization_id();
     match (&caller.acting_service_account_id, &key.principal) {
         (Some(account), _) => {
+            live_key(conn, caller).await?;
             // A key limited to workspaces reaches nothing outside its own organization.
             if !home && !key.reach.is_whole_organization() {
                 return Err(unreachable_organization(org_id));
@@ -121,11 +130,16 @@ pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<
                 platform: false,
             })
         }
-        (None, _) if !home => Err(unreachable_organization(org_id)),
+        (None, _) if !home => {
+            live_key(conn, caller).await?;
+            Err(unreachable_organization(org_id))
+        }
+        // The key and its principal's standing: one statement.
         (None, PrincipalId::User(user)) => {
-            let member = identity::membership_held(conn, org_id, user)
+            let (row, member) = keys::personal_key_held(conn, &key.key.id, org_id, user)
                 .await?
-                .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+                .ok_or_else(revoked)?;
+            still_live(&row)?;
             Ok(Power {
                 role: org_role(&member.role)?,
                 reach: Reach::Organization,
@@ -133,9 +147,10 @@ pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<
             })
         }
         (None, PrincipalId::ServiceAccount(account)) => {
-            let account = keys::service_account_held(conn, account)
+            let (row, account) = keys::service_key_held(conn, &key.key.id, account)
                 .await?
-                .ok_or_else(|| Error::Unauthenticated("api key has been revoked".into()))?;
+                .ok_or_else(revoked)?;
+            still_live(&row)?;
             let role = org_role(&account.role)?;
             let reach = match &account.workspace_id {
                 // Stored data that breaks the confinement fails closed.

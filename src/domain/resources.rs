@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    authz::engine::APPLICATION_TAG,
+    authz::{catalogue::is_builtin_type, engine::APPLICATION_TAG},
     error::{Error, Result},
     state::AppState,
     store::{
@@ -135,9 +135,11 @@ async fn check_resource_ref(
     resource_type: &str,
     resource_id: &str,
 ) -> Result<()> {
-    if !catalogue(tx.conn(), &ws.organization_id)
-        .await?
-        .has_type(resource_type)
+    // A built-in type needs no read of the organization's own types.
+    if !is_builtin_type(resource_type)
+        && !catalogue(tx.conn(), &ws.organization_id)
+            .await?
+            .has_type(resource_type)
     {
         return Err(Error::invalid(
             "resource_type",

@@ -20,7 +20,7 @@ use crate::{
     auth::Caller,
     authz::{
         OrgPermission,
-        catalogue::{BUILTIN_TYPES, Permission, SystemRole, valid_identifier},
+        catalogue::{Permission, SystemRole, is_builtin_type, valid_identifier},
     },
     config::DeploymentMode,
     error::{Error, Result},
@@ -101,7 +101,7 @@ pub async fn register_resource_type(
             "must be lower_snake_case: a letter, then letters, digits or `_` (at most 63)",
         ));
     }
-    if BUILTIN_TYPES.iter().any(|(t, _)| *t == name) {
+    if is_builtin_type(name) {
         return Err(Error::AlreadyExists(format!(
             "`{name}` is a built-in resource type"
         )));

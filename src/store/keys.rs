@@ -3,14 +3,14 @@
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
-    sea_query::{Expr, Query},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, JoinType, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, LockType, Query},
 };
 
 use super::{
     Reads, StoreResult,
-    entity::{api_key, service_account},
+    entity::{api_key, membership, service_account},
 };
 
 /// A service account by id.
@@ -35,6 +35,62 @@ pub async fn service_account_held<C: Reads>(
         query
     };
     Ok(query.one(conn).await?)
+}
+
+/// A service key with the service account it belongs to, read together (one
+/// statement); the account row is locked when read for a change. `None`
+/// when either is gone.
+pub async fn service_key_held<C: Reads>(
+    conn: &C,
+    key_id: &str,
+    account_id: &str,
+) -> StoreResult<Option<(api_key::Model, service_account::Model)>> {
+    let mut query = api_key::Entity::find_by_id(key_id.to_owned())
+        .join(
+            JoinType::InnerJoin,
+            api_key::Entity::belongs_to(service_account::Entity)
+                .from(api_key::Column::ServiceAccountId)
+                .to(service_account::Column::Id)
+                .into(),
+        )
+        .filter(service_account::Column::Id.eq(account_id))
+        .select_also(service_account::Entity);
+    if C::FOR_CHANGE {
+        QuerySelect::query(&mut query).lock_with_tables(LockType::Share, [service_account::Entity]);
+    }
+    Ok(query
+        .one(conn)
+        .await?
+        .and_then(|(key, account)| Some((key, account?))))
+}
+
+/// A personal key with its user's membership of `org_id`, read together (one
+/// statement); the membership row is locked when read for a change. `None`
+/// when either is gone.
+pub async fn personal_key_held<C: Reads>(
+    conn: &C,
+    key_id: &str,
+    org_id: &str,
+    user_id: &str,
+) -> StoreResult<Option<(api_key::Model, membership::Model)>> {
+    let mut query = api_key::Entity::find_by_id(key_id.to_owned())
+        .join(
+            JoinType::InnerJoin,
+            api_key::Entity::belongs_to(membership::Entity)
+                .from(api_key::Column::UserId)
+                .to(membership::Column::UserId)
+                .into(),
+        )
+        .filter(membership::Column::OrganizationId.eq(org_id))
+        .filter(membership::Column::UserId.eq(user_id))
+        .select_also(membership::Entity);
+    if C::FOR_CHANGE {
+        QuerySelect::query(&mut query).lock_with_tables(LockType::Share, [membership::Entity]);
+    }
+    Ok(query
+        .one(conn)
+        .await?
+        .and_then(|(key, member)| Some((key, member?))))
 }
 
 /// A service account of an organization by name.
