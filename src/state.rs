@@ -95,6 +95,9 @@ pub struct LogPosition {
     own: Mutex<BTreeSet<u64>>,
     wake: Notify,
     advanced: watch::Sender<u64>,
+    /// The latest revision committed here, to be announced to other replicas.
+    latest_here: AtomicU64,
+    announce: Notify,
 }
 
 impl Default for LogPosition {
@@ -104,6 +107,8 @@ impl Default for LogPosition {
             own: Mutex::default(),
             wake: Notify::new(),
             advanced: watch::Sender::new(0),
+            latest_here: AtomicU64::new(0),
+            announce: Notify::new(),
         }
     }
 }
@@ -135,6 +140,19 @@ impl LogPosition {
         if !own.is_empty() {
             self.wake.notify_one();
         }
+        drop(own);
+        self.latest_here.fetch_max(revision, Ordering::AcqRel);
+        self.announce.notify_one();
+    }
+
+    /// Waits until a change commits here after the last call.
+    pub async fn committed(&self) {
+        self.announce.notified().await;
+    }
+
+    /// The latest revision committed here.
+    pub fn latest_here(&self) -> u64 {
+        self.latest_here.load(Ordering::Acquire)
     }
 
     /// Moves the watermark to `revision` and over the changes made here
@@ -229,5 +247,23 @@ mod tests {
         log.advance_to(5);
         assert_eq!(log.applied(), 7);
         assert_eq!(*log.subscribe().borrow(), 7);
+    }
+
+    #[tokio::test]
+    async fn changes_committed_before_an_announcement_share_it() {
+        let log = LogPosition::default();
+        log.committed_here(3);
+        log.committed_here(5);
+        log.committed_here(4);
+        tokio::time::timeout(Duration::from_millis(1), log.committed())
+            .await
+            .expect("a commit is waiting to be announced");
+        assert_eq!(log.latest_here(), 5);
+        // One announcement covers the three.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), log.committed())
+                .await
+                .is_err()
+        );
     }
 }

@@ -3,7 +3,13 @@
 //!
 //! * The reader reads the log after the revision applied here, every
 //!   `--revision-poll`, and at once when woken: by a `NOTIFY` from another
-//!   replica (PostgreSQL, a hint only), or by a change committed here.
+//!   replica (PostgreSQL, a hint only), or by a change committed here that
+//!   does not directly follow the revision applied here.
+//! * Changes committed here are announced (`NOTIFY` with the latest
+//!   revision) after they commit, by one task, at most every
+//!   [`ANNOUNCE_SPACING`]: changes committed meanwhile share one
+//!   announcement, so a burst of writes costs the listeners a few wake-ups,
+//!   not one per change; an isolated change is announced at once.
 //!   Whatever is missed — a lost notification, a listener that reconnects, a
 //!   pooler in transaction mode, a database without `LISTEN` — the next read
 //!   catches up precisely: nothing is flushed.
@@ -31,6 +37,8 @@ use crate::{
 
 /// Most log rows read at once.
 const READ_BATCH: u64 = 1000;
+/// Least time between two announcements of changes committed here.
+const ANNOUNCE_SPACING: Duration = Duration::from_millis(2);
 /// Least time between two trims of the log.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -40,10 +48,34 @@ pub async fn run(state: AppState) {
         state.log.advance_to(revision);
     }
     let read = read_log(state.clone());
-    if state.store.backend() == DbBackend::Postgres && state.settings.listen_for_changes {
-        tokio::join!(listen(state.clone()), read);
-    } else {
+    if state.store.backend() != DbBackend::Postgres {
         read.await;
+    } else if state.settings.listen_for_changes {
+        tokio::join!(listen(state.clone()), announce(state.clone()), read);
+    } else {
+        tokio::join!(announce(state.clone()), read);
+    }
+}
+
+/// Announces the changes committed here to the other replicas.
+async fn announce(state: AppState) {
+    let mut sent = 0;
+    let mut last: Option<Instant> = None;
+    loop {
+        state.log.committed().await;
+        if let Some(wait) = last.and_then(|t| ANNOUNCE_SPACING.checked_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
+        let revision = state.log.latest_here();
+        if revision <= sent {
+            continue;
+        }
+        last = Some(Instant::now());
+        match state.store.notify(CHANGES_CHANNEL, revision).await {
+            Ok(()) => sent = revision,
+            // Only a hint: the other replicas' polls read the log anyway.
+            Err(err) => tracing::warn!(error = %err, revision, "cannot announce a change"),
+        }
     }
 }
 

@@ -10,9 +10,10 @@
 //! custom role only the sets holding it.
 //!
 //! Committing ([`Tx::commit`]) takes the next revision, appends the log row
-//! and the audit events, `NOTIFY`s the revision (PostgreSQL; only a hint) and
-//! commits, then drops what the change made stale from this replica's caches
-//! before the RPC returns. Other replicas read the log in revision order.
+//! and the audit events and commits, then drops what the change made stale
+//! from this replica's caches before the RPC returns; the revision is then
+//! announced to other replicas (PostgreSQL `NOTIFY`, only a hint, sent after
+//! the commit). Other replicas read the log in revision order.
 
 pub mod follow;
 pub mod watch;
@@ -81,8 +82,16 @@ pub enum Changed<'a> {
 /// A write transaction with what it invalidates and records.
 pub struct Tx {
     inner: WriteTx,
-    state: Option<AppState>,
+    home: Home,
     pending: Mutex<Pending>,
+}
+
+/// Where a change is applied once committed.
+enum Home {
+    /// This replica: its caches, and its announcer (`follow`).
+    Replica(AppState),
+    /// A command-line tool without caches: it announces the change itself.
+    Detached(Store),
 }
 
 #[derive(Default)]
@@ -97,7 +106,7 @@ impl Tx {
     pub async fn begin(state: &AppState, caller: &Caller) -> Result<Self> {
         Ok(Self {
             inner: state.store.write(caller.key.ids.organization).await?,
-            state: Some(state.clone()),
+            home: Home::Replica(state.clone()),
             pending: Mutex::default(),
         })
     }
@@ -107,7 +116,7 @@ impl Tx {
     pub async fn system(state: &AppState, organization: u128) -> Result<Self> {
         Ok(Self {
             inner: state.store.write(organization).await?,
-            state: Some(state.clone()),
+            home: Home::Replica(state.clone()),
             pending: Mutex::default(),
         })
     }
@@ -117,7 +126,7 @@ impl Tx {
     pub async fn detached(store: &Store) -> Result<Self> {
         Ok(Self {
             inner: store.write(0).await?,
-            state: None,
+            home: Home::Detached(store.clone()),
             pending: Mutex::default(),
         })
     }
@@ -160,15 +169,19 @@ impl Tx {
         };
         let revision = self
             .inner
-            .commit(Publication {
-                log,
-                audit: events,
-                notify: CHANGES_CHANNEL,
-            })
+            .commit(Publication { log, audit: events })
             .await?;
-        if let Some(state) = &self.state {
-            state.invalidate(&invalidations, revision);
-            state.log.committed_here(revision);
+        match &self.home {
+            Home::Replica(state) => {
+                state.invalidate(&invalidations, revision);
+                state.log.committed_here(revision);
+            }
+            Home::Detached(store) => {
+                // Only a hint: replicas' polls read the log anyway.
+                if let Err(err) = store.notify(CHANGES_CHANNEL, revision).await {
+                    tracing::warn!(error = %err, revision, "cannot announce a change");
+                }
+            }
         }
         Ok(revision)
     }
