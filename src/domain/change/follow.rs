@@ -5,14 +5,14 @@
 //!   `--revision-poll`, and at once when woken: by a `NOTIFY` from another
 //!   replica (PostgreSQL, a hint only), or by a change committed here that
 //!   does not directly follow the revision applied here.
+//!   Whatever is missed — a lost notification, a listener that reconnects, a
+//!   pooler in transaction mode, a database without `LISTEN` — the next read
+//!   catches up precisely: nothing is flushed.
 //! * Changes committed here are announced (`NOTIFY` with the latest
 //!   revision) after they commit, by one task, at most every
 //!   [`ANNOUNCE_SPACING`]: changes committed meanwhile share one
 //!   announcement, so a burst of writes costs the listeners a few wake-ups,
 //!   not one per change; an isolated change is announced at once.
-//!   Whatever is missed — a lost notification, a listener that reconnects, a
-//!   pooler in transaction mode, a database without `LISTEN` — the next read
-//!   catches up precisely: nothing is flushed.
 //! * Only a replica so far behind that the log it needs was trimmed drops
 //!   everything (a warning and `portcullis_cache_flushes_total{reason="trimmed"}`).
 //! * While the log cannot be read, cached decisions are still served for the
