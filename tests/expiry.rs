@@ -259,15 +259,19 @@ async fn extending_is_granting_again(b: Backend) {
     .await;
     assert_eq!(revived.id, viewer.id);
     assert!(!revived.expired);
-    let actions: Vec<String> = audit_actions(&s)
-        .await
-        .into_iter()
-        .map(|e| e.action)
+    let events = audit_actions(&s).await;
+    let extension: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.action == "grant.set_expiry" && e.target_id == g.id)
+        .map(|e| serde_json::from_str(&e.details_json).unwrap())
+        .filter(|d: &serde_json::Value| d["previous_expires_at"] == first)
         .collect();
-    assert!(
-        actions.iter().any(|a| a == "grant.set_expiry"),
-        "{actions:?}"
-    );
+    assert_eq!(extension.len(), 1, "{events:?}");
+    let details = &extension[0];
+    assert_eq!(details["expires_at"], later);
+    assert_eq!(details["workspace_id"], ws.as_str());
+    assert_eq!(details["subject"], format!("user:{}", ann.user_id));
+    assert_eq!(details["role"], "WORKSPACE_EDITOR");
 }
 
 async fn expiries_must_be_in_the_future(b: Backend) {

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{
     audit::{self, Actor, Change},
     change::{Changed, Tx},
+    workspaces::grant_changed,
 };
 use crate::{
     authz::cache::parse_id,
@@ -75,28 +76,14 @@ async fn sweep_organization(state: &AppState, org_id: &str, now: i64) -> Result<
     let members = teams::expired_team_members(tx.conn(), Some(org_id), now, BATCH).await?;
     for g in &grants {
         workspaces::delete_grant(tx.conn(), &g.id).await?;
-        tx.changed(Changed::Grant {
-            workspace_id: &g.workspace_id,
-            subject_type: &g.subject_type,
-            subject_id: &g.subject_id,
-        })
-        .await?;
-        audit::record(
+        grant_changed(
             &tx,
             &actor,
-            Change {
-                organization_id: Some(org_id),
-                action: "grant.expire",
-                target_type: "grant",
-                target_id: &g.id,
-                details: json!({
-                    "workspace_id": g.workspace_id,
-                    "subject": format!("{}:{}", g.subject_type, g.subject_id),
-                    "role": g.role,
-                    "expires_at": g.expires_at,
-                }),
-            },
-        );
+            g,
+            "grant.expire",
+            json!({ "expires_at": g.expires_at }),
+        )
+        .await?;
     }
     for m in &members {
         // Invalidation first: it reads where the team holds grants.

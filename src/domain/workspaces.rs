@@ -546,7 +546,7 @@ pub async fn grant_in(
                 "expires_at: the owner's access to their default workspace cannot expire".into(),
             ));
         }
-        return set_grant_expiry(tx, caller, &ws, same, expires_at).await;
+        return set_grant_expiry(tx, caller, same, expires_at).await;
     }
     if existing.len() >= MAX_GRANTS_PER_SUBJECT {
         return Err(Error::FailedPrecondition(format!(
@@ -565,29 +565,17 @@ pub async fn grant_in(
         expires_at,
     };
     identity::insert(tx.conn(), row.clone().into_active_model()).await?;
-    tx.changed(Changed::Grant {
-        workspace_id: &ws.id,
-        subject_type,
-        subject_id,
-    })
-    .await?;
-    audit::record(
+    grant_changed(
         tx,
         &Actor::of(caller),
-        Change {
-            organization_id: Some(&ws.organization_id),
-            action: "grant.create",
-            target_type: "grant",
-            target_id: &row.id,
-            details: json!({
-                "workspace_id": ws.id,
-                "subject": format!("{subject_type}:{subject_id}"),
-                "role": row.role,
-                "scope": row.scope.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
-                "expires_at": row.expires_at,
-            }),
-        },
-    );
+        &row,
+        "grant.create",
+        json!({
+            "scope": row.scope.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
+            "expires_at": row.expires_at,
+        }),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -595,36 +583,58 @@ pub async fn grant_in(
 async fn set_grant_expiry(
     tx: &Tx,
     caller: &Caller,
-    ws: &workspace::Model,
     mut row: grant::Model,
     expires_at: Option<i64>,
 ) -> Result<grant::Model> {
     workspaces::set_grant_expiry(tx.conn(), &row.id, expires_at).await?;
+    grant_changed(
+        tx,
+        &Actor::of(caller),
+        &row,
+        "grant.set_expiry",
+        json!({ "expires_at": expires_at, "previous_expires_at": row.expires_at }),
+    )
+    .await?;
+    row.expires_at = expires_at;
+    Ok(row)
+}
+
+/// Records a change to grant `row` (given, re-timed, taken or expired by
+/// `action`): what it invalidates, and its audit event naming the grant's
+/// workspace, subject and role, with `details` besides.
+pub(super) async fn grant_changed(
+    tx: &Tx,
+    actor: &Actor,
+    row: &grant::Model,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<()> {
     tx.changed(Changed::Grant {
-        workspace_id: &ws.id,
+        workspace_id: &row.workspace_id,
         subject_type: &row.subject_type,
         subject_id: &row.subject_id,
     })
     .await?;
+    let mut all = json!({
+        "workspace_id": row.workspace_id,
+        "subject": format!("{}:{}", row.subject_type, row.subject_id),
+        "role": row.role,
+    });
+    if let (Some(all), serde_json::Value::Object(details)) = (all.as_object_mut(), details) {
+        all.extend(details);
+    }
     audit::record(
         tx,
-        &Actor::of(caller),
+        actor,
         Change {
-            organization_id: Some(&ws.organization_id),
-            action: "grant.set_expiry",
+            organization_id: Some(&row.organization_id),
+            action,
             target_type: "grant",
             target_id: &row.id,
-            details: json!({
-                "workspace_id": ws.id,
-                "subject": format!("{}:{}", row.subject_type, row.subject_id),
-                "role": row.role,
-                "expires_at": expires_at,
-                "previous_expires_at": row.expires_at,
-            }),
+            details: all,
         },
     );
-    row.expires_at = expires_at;
-    Ok(row)
+    Ok(())
 }
 
 /// Answers whether `grant` is the owner's unscoped grant on their default
@@ -682,27 +692,7 @@ pub async fn revoke_in(tx: &Tx, caller: &Caller, workspace_id: &str, grant_id: &
         ));
     }
     workspaces::delete_grant(tx.conn(), &row.id).await?;
-    tx.changed(Changed::Grant {
-        workspace_id: &ws.id,
-        subject_type: &row.subject_type,
-        subject_id: &row.subject_id,
-    })
-    .await?;
-    audit::record(
-        tx,
-        &Actor::of(caller),
-        Change {
-            organization_id: Some(&ws.organization_id),
-            action: "grant.delete",
-            target_type: "grant",
-            target_id: &row.id,
-            details: json!({
-                "workspace_id": ws.id,
-                "subject": format!("{}:{}", row.subject_type, row.subject_id),
-                "role": row.role,
-            }),
-        },
-    );
+    grant_changed(tx, &Actor::of(caller), &row, "grant.delete", json!({})).await?;
     Ok(())
 }
 
