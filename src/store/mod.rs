@@ -115,6 +115,11 @@ pub struct Store {
 /// Connections of the pool: for PostgreSQL, and for SQLite (one writer at a
 /// time, readers beside it in WAL mode).
 const POSTGRES_CONNECTIONS: u32 = 32;
+/// A pooled connection idle at least this long is pinged before use; one in
+/// steady use is not (a ping is a round trip to the database on every
+/// transaction and every read otherwise). A connection that broke while in
+/// use fails its statement, and the pool closes it when it comes back.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 const SQLITE_CONNECTIONS: u32 = 8;
 /// WAL pages past which a committing SQLite writer checkpoints itself (the
 /// default is 1,000: about every hundred single-row changes, each paying an
@@ -275,7 +280,8 @@ impl Store {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5));
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR);
         let connections = if url.starts_with("sqlite:") {
             SQLITE_CONNECTIONS
         } else {
