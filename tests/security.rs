@@ -721,15 +721,56 @@ async fn foreign_and_unknown_workspaces_get_one_answer(b: Backend) {
             ))
             .await
             .unwrap_err();
+        // A change reads the key, its principal's standing and the workspace
+        // in one statement; a personal key and a service key alike.
+        let mut changed = Vec::new();
+        for key in [admin.as_str(), s.key()] {
+            let refused = s
+                .workspaces()
+                .set_resource_tags(req(
+                    pb::SetResourceTagsRequest {
+                        workspace_id: ws.clone(),
+                        resource_type: "prompts".into(),
+                        resource_id: "probe".into(),
+                        tags: Vec::new(),
+                    },
+                    key,
+                ))
+                .await
+                .unwrap_err();
+            changed.push((
+                refused.code(),
+                refused.message().replace(ws.as_str(), "<id>"),
+            ));
+        }
         answers.push((
             got.code(),
             got.message().replace(ws.as_str(), "<id>"),
             checked.code(),
             checked.message().replace(ws.as_str(), "<id>"),
+            changed,
         ));
     }
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0].0, Code::PermissionDenied);
+    assert_eq!(answers[0].4[0].0, Code::PermissionDenied);
+    assert_eq!(answers[0].4[1].0, Code::PermissionDenied);
+    // The same keys change their own organization's workspace.
+    let own = s.workspace("probe-home").await;
+    for key in [admin.as_str(), s.key()] {
+        s.workspaces()
+            .set_resource_tags(req(
+                pb::SetResourceTagsRequest {
+                    workspace_id: own.clone(),
+                    resource_type: "prompts".into(),
+                    resource_id: "probe".into(),
+                    tags: Vec::new(),
+                },
+                key,
+            ))
+            .await
+            .expect("a change in the key's own organization");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -47,7 +47,7 @@ use crate::{
     state::AppState,
     store::{
         Reads,
-        entity::{api_key, invite, service_account, workspace},
+        entity::{api_key, invite, membership, service_account, workspace},
         identity, keys, now_ms, teams,
     },
 };
@@ -104,8 +104,8 @@ fn revoked() -> Error {
 pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<Power> {
     let key = &caller.key;
     let home = org_id == key.organization_id();
-    match (&caller.acting_service_account_id, &key.principal) {
-        (Some(account), _) => {
+    match &caller.acting_service_account_id {
+        Some(account) => {
             live_key(conn, caller).await?;
             // A key limited to workspaces reaches nothing outside its own organization.
             if !home && !key.reach.is_whole_organization() {
@@ -130,27 +130,68 @@ pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<
                 platform: false,
             })
         }
-        (None, _) if !home => {
+        None if !home => {
             live_key(conn, caller).await?;
             Err(unreachable_organization(org_id))
         }
-        // The key and its principal's standing: one statement.
-        (None, PrincipalId::User(user)) => {
-            let (row, member) = keys::personal_key_held(conn, &key.key.id, org_id, user)
+        None => home_power(caller, read_home(conn, caller, None).await?),
+    }
+}
+
+/// What a caller not acting for anyone stands on in its key's organization:
+/// its key and its principal's standing there, with the workspace asked for.
+enum Home {
+    User(keys::KeyHeld<membership::Model>),
+    Account(keys::KeyHeld<service_account::Model>),
+}
+
+impl Home {
+    fn workspace(&self) -> Option<&workspace::Model> {
+        match self {
+            Home::User(held) => held.workspace.as_ref(),
+            Home::Account(held) => held.workspace.as_ref(),
+        }
+    }
+}
+
+/// Reads [`Home`] back in one statement (the standing's row locked for a
+/// change), with workspace `workspace` if asked for; `None`: the key or the
+/// principal's standing is gone.
+async fn read_home<C: Reads>(
+    conn: &C,
+    caller: &Caller,
+    workspace: Option<&str>,
+) -> Result<Option<Home>> {
+    let key = &caller.key;
+    Ok(match &key.principal {
+        PrincipalId::User(user) => {
+            keys::personal_key_held(conn, &key.key.id, key.organization_id(), user, workspace)
                 .await?
-                .ok_or_else(revoked)?;
-            still_live(&row)?;
+                .map(Home::User)
+        }
+        PrincipalId::ServiceAccount(account) => {
+            keys::service_key_held(conn, &key.key.id, account, workspace)
+                .await?
+                .map(Home::Account)
+        }
+    })
+}
+
+/// The power of a caller not acting for anyone, in its key's organization,
+/// from what [`read_home`] read back.
+fn home_power(caller: &Caller, home: Option<Home>) -> Result<Power> {
+    match home.ok_or_else(revoked)? {
+        Home::User(held) => {
+            still_live(&held.key)?;
             Ok(Power {
-                role: org_role(&member.role)?,
+                role: org_role(&held.principal.role)?,
                 reach: Reach::Organization,
                 platform: false,
             })
         }
-        (None, PrincipalId::ServiceAccount(account)) => {
-            let (row, account) = keys::service_key_held(conn, &key.key.id, account)
-                .await?
-                .ok_or_else(revoked)?;
-            still_live(&row)?;
+        Home::Account(held) => {
+            still_live(&held.key)?;
+            let account = held.principal;
             let role = org_role(&account.role)?;
             let reach = match &account.workspace_id {
                 // Stored data that breaks the confinement fails closed.
@@ -159,8 +200,8 @@ pub async fn power<C: Reads>(conn: &C, caller: &Caller, org_id: &str) -> Result<
                         "the confined service account's stored role is not valid".into(),
                     ));
                 }
-                Some(ws) => key.reach.confined_to(ws),
-                None => key.reach.clone(),
+                Some(ws) => caller.key.reach.confined_to(ws),
+                None => caller.key.reach.clone(),
             };
             Ok(Power {
                 role,
@@ -270,19 +311,31 @@ pub async fn workspace<C: Reads>(
     } else {
         Some(requested)
     };
-    let ws = match named {
-        Some(id) => identity::workspace(conn, id).await?,
-        None => Some(default_workspace(conn, caller).await?),
-    };
     // The caller's standing is read the same way whether the workspace is
     // its organization's, another's or nobody's, so neither the answer nor
-    // the time it takes tells them apart: in its key's organization, or,
-    // acting for a user, in the workspace's organization.
-    let standing_in = match (&ws, caller.is_acting()) {
-        (Some(ws), true) => ws.organization_id.clone(),
-        _ => caller.key.organization_id().to_owned(),
+    // the time it takes tells them apart: in its key's organization (read
+    // with the named workspace in one statement), or, acting for a user, in
+    // the workspace's organization.
+    let (ws, standing_in, standing) = match named {
+        Some(id) if !caller.is_acting() => {
+            let home = read_home(conn, caller, Some(id)).await?;
+            let ws = home.as_ref().and_then(Home::workspace).cloned();
+            let standing = home_power(caller, home);
+            (ws, caller.key.organization_id().to_owned(), standing)
+        }
+        _ => {
+            let ws = match named {
+                Some(id) => identity::workspace(conn, id).await?,
+                None => Some(default_workspace(conn, caller).await?),
+            };
+            let standing_in = match (&ws, caller.is_acting()) {
+                (Some(ws), true) => ws.organization_id.clone(),
+                _ => caller.key.organization_id().to_owned(),
+            };
+            let standing = power(conn, caller, &standing_in).await;
+            (ws, standing_in, standing)
+        }
     };
-    let standing = power(conn, caller, &standing_in).await;
     let Some(ws) = ws else {
         standing?;
         return Err(unreachable_workspace(named.unwrap_or_default()));

@@ -3,14 +3,15 @@
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, JoinType, QueryFilter,
-    QueryOrder, QuerySelect,
-    sea_query::{Expr, LockType, Query},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic,
+    IntoActiveModel, Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    SelectTwo,
+    sea_query::{Alias, Expr, LockType, Query},
 };
 
 use super::{
     Reads, StoreResult,
-    entity::{api_key, membership, service_account},
+    entity::{api_key, membership, service_account, workspace},
 };
 
 /// A service account by id.
@@ -37,15 +38,27 @@ pub async fn service_account_held<C: Reads>(
     Ok(query.one(conn).await?)
 }
 
+/// A key, its principal's standing and, when asked for, a workspace: what
+/// authorizing a change in a workspace reads, in one statement.
+#[derive(Debug)]
+pub struct KeyHeld<P> {
+    pub key: api_key::Model,
+    /// The service account, or the user's membership of the organization.
+    pub principal: P,
+    /// The workspace asked for, if it exists (in any organization).
+    pub workspace: Option<workspace::Model>,
+}
+
 /// A service key with the service account it belongs to, read together (one
-/// statement); the account row is locked when read for a change. `None`
-/// when either is gone.
+/// statement), and workspace `workspace` if asked for; the account row is
+/// locked when read for a change. `None` when the key or the account is gone.
 pub async fn service_key_held<C: Reads>(
     conn: &C,
     key_id: &str,
     account_id: &str,
-) -> StoreResult<Option<(api_key::Model, service_account::Model)>> {
-    let mut query = api_key::Entity::find_by_id(key_id.to_owned())
+    workspace: Option<&str>,
+) -> StoreResult<Option<KeyHeld<service_account::Model>>> {
+    let query = api_key::Entity::find_by_id(key_id.to_owned())
         .join(
             JoinType::InnerJoin,
             api_key::Entity::belongs_to(service_account::Entity)
@@ -55,25 +68,20 @@ pub async fn service_key_held<C: Reads>(
         )
         .filter(service_account::Column::Id.eq(account_id))
         .select_also(service_account::Entity);
-    if C::FOR_CHANGE {
-        QuerySelect::query(&mut query).lock_with_tables(LockType::Share, [service_account::Entity]);
-    }
-    Ok(query
-        .one(conn)
-        .await?
-        .and_then(|(key, account)| Some((key, account?))))
+    key_held(conn, query, service_account::Entity, workspace).await
 }
 
 /// A personal key with its user's membership of `org_id`, read together (one
-/// statement); the membership row is locked when read for a change. `None`
-/// when either is gone.
+/// statement), and workspace `workspace` if asked for; the membership row is
+/// locked when read for a change. `None` when the key or the membership is gone.
 pub async fn personal_key_held<C: Reads>(
     conn: &C,
     key_id: &str,
     org_id: &str,
     user_id: &str,
-) -> StoreResult<Option<(api_key::Model, membership::Model)>> {
-    let mut query = api_key::Entity::find_by_id(key_id.to_owned())
+    workspace: Option<&str>,
+) -> StoreResult<Option<KeyHeld<membership::Model>>> {
+    let query = api_key::Entity::find_by_id(key_id.to_owned())
         .join(
             JoinType::InnerJoin,
             api_key::Entity::belongs_to(membership::Entity)
@@ -84,14 +92,52 @@ pub async fn personal_key_held<C: Reads>(
         .filter(membership::Column::OrganizationId.eq(org_id))
         .filter(membership::Column::UserId.eq(user_id))
         .select_also(membership::Entity);
-    if C::FOR_CHANGE {
-        QuerySelect::query(&mut query).lock_with_tables(LockType::Share, [membership::Entity]);
-    }
-    Ok(query
-        .one(conn)
-        .await?
-        .and_then(|(key, member)| Some((key, member?))))
+    key_held(conn, query, membership::Entity, workspace).await
 }
+
+/// Runs a key-and-principal query, locking the principal's row for a change
+/// and joining the workspace asked for (a left join on its id: the key's row
+/// comes back whether the workspace exists or not).
+async fn key_held<C: Reads, P: EntityTrait>(
+    conn: &C,
+    mut query: SelectTwo<api_key::Entity, P>,
+    principal: P,
+    workspace: Option<&str>,
+) -> StoreResult<Option<KeyHeld<P::Model>>> {
+    let select = QuerySelect::query(&mut query);
+    if C::FOR_CHANGE {
+        select.lock_with_tables(LockType::Share, [principal]);
+    }
+    select.join(
+        JoinType::LeftJoin,
+        workspace::Entity,
+        workspace::Column::Id.eq(workspace.map(str::to_owned)),
+    );
+    for column in workspace::Column::iter() {
+        select.expr_as(
+            Expr::col((workspace::Entity, column)),
+            Alias::new(format!("{WORKSPACE_PREFIX}{}", column.as_str())),
+        );
+    }
+    let statement = query.build(conn.get_database_backend());
+    let Some(row) = conn.query_one_raw(statement).await? else {
+        return Ok(None);
+    };
+    // `select_also`'s prefixes: the key's columns, then the principal's.
+    let key = api_key::Model::from_query_result(&row, "A_")?;
+    let Some(principal) = P::Model::from_query_result_optional(&row, "B_")? else {
+        return Ok(None);
+    };
+    let workspace = workspace::Model::from_query_result_optional(&row, WORKSPACE_PREFIX)?;
+    Ok(Some(KeyHeld {
+        key,
+        principal,
+        workspace,
+    }))
+}
+
+/// The prefix of the workspace's columns in [`key_held`]'s statement.
+const WORKSPACE_PREFIX: &str = "W_";
 
 /// A service account of an organization by name.
 pub async fn service_account_by_name<C: ConnectionTrait>(
