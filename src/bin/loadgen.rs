@@ -261,6 +261,9 @@ struct Report {
     checks_per_request: u64,
     /// Requests in flight.
     level: usize,
+    /// The machine's processor time while it was measured (every process:
+    /// the server, the database, this generator).
+    cpu: Option<CpuUse>,
 }
 
 impl Report {
@@ -268,9 +271,67 @@ impl Report {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Busy share of the machine's processors, and busy processor time per
+    /// request in microseconds, as table cells.
+    fn cpu_cells(&self) -> (String, String) {
+        match &self.cpu {
+            Some(cpu) if cpu.total > 0 && self.requests > 0 => {
+                let busy = cpu.busy as f64 / cpu.total as f64;
+                let per_request = busy * cpu.processors as f64 * self.elapsed.as_secs_f64() * 1e6
+                    / self.requests as f64;
+                (format!("{:.0}", busy * 100.0), format!("{per_request:.0}"))
+            }
+            _ => ("–".into(), "–".into()),
+        }
+    }
+
     fn pct(&self, p: f64) -> f64 {
         percentile(&self.latencies_us, p)
     }
+}
+
+/// Processor time of the whole machine over a measurement (`/proc/stat`,
+/// in clock ticks summed over its processors).
+#[derive(Clone, Copy, Debug)]
+struct CpuUse {
+    busy: u64,
+    total: u64,
+    processors: usize,
+}
+
+/// The machine's processor ticks so far: busy (all but idle and I/O wait),
+/// total, and how many processors; `None` where `/proc/stat` is missing.
+fn cpu_ticks() -> Option<CpuUse> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let fields: Vec<u64> = lines
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    let processors = lines.filter(|l| l.starts_with("cpu")).count();
+    Some(CpuUse {
+        busy: total - idle,
+        total,
+        processors,
+    })
+}
+
+/// The machine's processor time between `from` and `to`.
+async fn cpu_between(from: Instant, to: Instant) -> Option<CpuUse> {
+    tokio::time::sleep_until(from.into()).await;
+    let start = cpu_ticks()?;
+    tokio::time::sleep_until(to.into()).await;
+    let end = cpu_ticks()?;
+    Some(CpuUse {
+        busy: end.busy.saturating_sub(start.busy),
+        total: end.total.saturating_sub(start.total),
+        processors: end.processors,
+    })
 }
 
 /// The `p` quantile of sorted microseconds, in milliseconds.
@@ -316,6 +377,8 @@ async fn open_loop(
     let (conns, call, bodies) = (conns.to_vec(), call.clone(), bodies.clone());
     let (warmup, total) = (args.warmup, args.warmup + args.duration);
     let (lat, err, out) = (latencies.clone(), errors.clone(), outstanding.clone());
+    let now = Instant::now();
+    let cpu = tokio::spawn(cpu_between(now + warmup, now + total));
     let handles = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let warm_until = started + warmup;
@@ -376,6 +439,7 @@ async fn open_loop(
         error_latencies_us: Vec::new(),
         checks_per_request: 1,
         level: 0,
+        cpu: cpu.await.ok().flatten(),
     }
 }
 
@@ -538,6 +602,7 @@ where
     let make = Arc::new(make);
     let warm_until = Instant::now() + args.warmup;
     let stop_at = warm_until + args.duration;
+    let cpu = tokio::spawn(cpu_between(warm_until, stop_at));
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let make = make.clone();
@@ -592,6 +657,7 @@ where
         error_latencies_us,
         checks_per_request,
         level: concurrency,
+        cpu: cpu.await.ok().flatten(),
     }
 }
 
@@ -608,12 +674,13 @@ fn print_table(backend: &str, args: &Args, reports: &[Report]) {
         args.duration
     );
     println!(
-        "| scenario @in flight | requests/s | checks/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |"
+        "| scenario @in flight | requests/s | checks/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | CPU busy % | CPU µs/request |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in reports {
+        let (busy, per_request) = r.cpu_cells();
         println!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {busy} | {per_request} |",
             r.name,
             r.rps(),
             r.rps() * r.checks_per_request as f64,
@@ -626,7 +693,7 @@ fn print_table(backend: &str, args: &Args, reports: &[Report]) {
         if r.errors > 0 {
             let e = &r.error_latencies_us;
             println!(
-                "| {}: refused | {:.0} | – | {:.3} | {:.3} | {:.3} | {:.3} | – |",
+                "| {}: refused | {:.0} | – | {:.3} | {:.3} | {:.3} | {:.3} | – | – | – |",
                 r.name,
                 r.errors as f64 / r.elapsed.as_secs_f64(),
                 percentile(e, 0.50),
@@ -1206,6 +1273,7 @@ async fn revocation(args: &Args, url: &str, seeded: &Seeded) -> Option<Report> {
         error_latencies_us: Vec::new(),
         checks_per_request: 0,
         level: 0, // not compared with the ceiling
+        cpu: None,
     })
 }
 
