@@ -764,16 +764,129 @@ fn print_shares(reports: &[Report]) {
     }
 }
 
+/// What `SetResourceTags` asks of storage, made from this process through
+/// the storage layer alone: the write gate, the key with its account and the
+/// workspace in one statement, the upsert, the publishing statement and the
+/// commit; no gRPC, no authentication, no domain code. The floor a
+/// single-row change stands on, on this machine, today.
+#[derive(Clone)]
+struct StorageWriter {
+    store: Store,
+    organization: String,
+    tenant: u128,
+    key_id: String,
+    account_id: String,
+}
+
+impl StorageWriter {
+    async fn new(url: &str, seeded: &Seeded) -> Self {
+        use portcullis::store::entity::api_key;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let store = Store::connect(url).await.expect("connect to storage");
+        let key = api_key::Entity::find()
+            .filter(api_key::Column::OrganizationId.eq(seeded.organization_id.as_str()))
+            .filter(api_key::Column::ServiceAccountId.is_not_null())
+            .one(store.db())
+            .await
+            .expect("read the seeded key")
+            .expect("the seeded service key");
+        Self {
+            tenant: portcullis::id::parse(&seeded.organization_id).expect("organization id"),
+            organization: seeded.organization_id.clone(),
+            key_id: key.id,
+            account_id: key.service_account_id.unwrap_or_default(),
+            store,
+        }
+    }
+
+    async fn write(&self, workspace: &str, resource_id: String) -> bool {
+        use portcullis::store::{
+            Publication, entity, keys, new_id, now_ms, workspaces as ws_store,
+        };
+        let Ok(tx) = self.store.write(self.tenant).await else {
+            return false;
+        };
+        match keys::service_key_held(tx.conn(), &self.key_id, &self.account_id, Some(workspace))
+            .await
+        {
+            Ok(Some(held)) if held.workspace.is_some() => {}
+            _ => return false,
+        }
+        let now = now_ms();
+        let row = entity::resource::Model {
+            workspace_id: workspace.to_owned(),
+            resource_type: "datasets".into(),
+            resource_id: resource_id.clone(),
+            tags: r#"{"team":"bench"}"#.into(),
+            updated_at: now,
+        };
+        if ws_store::put_resource(tx.conn(), row).await.is_err() {
+            return false;
+        }
+        let event = entity::audit_event::Model {
+            id: new_id(),
+            organization_id: Some(self.organization.clone()),
+            actor_type: "service_account".into(),
+            actor_id: self.account_id.clone(),
+            acting_for_user_id: None,
+            action: "resource.set_tags".into(),
+            target_type: "datasets".into(),
+            target_id: resource_id.clone(),
+            details: r#"{"tags":{"team":"bench"}}"#.into(),
+            revision: 0,
+            created_at: now,
+        };
+        let log = entity::change_log::Model {
+            revision: 0,
+            organization_id: Some(self.organization.clone()),
+            created_at: now,
+            invalidations: String::new(),
+            events: format!(
+                r#"[{{"action":"resource.set_tags","target_id":"{resource_id}","target_type":"datasets"}}]"#
+            ),
+        };
+        tx.commit(Publication {
+            log,
+            audit: vec![event],
+        })
+        .await
+        .is_ok()
+    }
+}
+
 /// Changes: single-row writes (`SetResourceTags`, a new resource each time)
-/// at 1, 16 and 64 in flight; then batches of 1,000 grants
-/// (`BatchWriteAccess`, each into a workspace made for it first).
+/// at 1, 16 and 64 in flight, each level first through the storage layer
+/// alone ([`StorageWriter`], no server running) and then through a server;
+/// then batches of 1,000 grants (`BatchWriteAccess`, each into a workspace
+/// made for it first).
 async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
-    let server = start_server(url, &[]);
-    let chans = channels(&server.addr, args.connections).await;
     let key = Arc::new(seeded.key.clone());
     let workspaces = Arc::new(seeded.workspaces.clone());
     let mut reports = Vec::new();
+    let storage = StorageWriter::new(url, seeded).await;
+    // SQLite's WAL checkpoints, as the server runs them beside its writers.
+    let checkpoints = tokio::spawn(storage.store.clone().checkpoints());
     for (round, concurrency) in [1, 16, 64].into_iter().enumerate() {
+        // The same change through the storage layer alone, while no server
+        // runs (a server would also read these changes from the log).
+        let (alone, workspaces_alone) = (storage.clone(), workspaces.clone());
+        reports.push(
+            drive(
+                "write, storage layer alone (same statements, no server)",
+                args,
+                concurrency,
+                1,
+                move |w, i| {
+                    let alone = alone.clone();
+                    let mut rng = Rng::new((w as u64) << 32 | i);
+                    let ws = workspaces_alone[rng.below(workspaces_alone.len())].clone();
+                    async move { alone.write(&ws, format!("alone-{round}-{w}-{i}")).await }
+                },
+            )
+            .await,
+        );
+        let server = start_server(url, &[]);
+        let chans = channels(&server.addr, args.connections).await;
         let (chans, key, workspaces) = (chans.clone(), key.clone(), workspaces.clone());
         reports.push(
             drive(
@@ -802,6 +915,10 @@ async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
             .await,
         );
     }
+    checkpoints.abort();
+    drop(storage);
+    let server = start_server(url, &[]);
+    let chans = channels(&server.addr, args.connections).await;
     const BATCH: usize = 1000;
     let users: Arc<Vec<String>> = Arc::new(seeded.users.iter().take(BATCH).cloned().collect());
     for concurrency in [1, 4] {
