@@ -854,6 +854,13 @@ impl StorageWriter {
     }
 }
 
+/// The workspace worker `worker`'s `i`-th single-row write goes to: the same
+/// sequence through the storage layer alone and through the server.
+fn write_workspace(workspaces: &[String], worker: usize, i: u64) -> &str {
+    let mut rng = Rng::new((worker as u64) << 32 | i);
+    &workspaces[rng.below(workspaces.len())]
+}
+
 /// Changes: single-row writes (`SetResourceTags`, a new resource each time)
 /// at 1, 16 and 64 in flight, each level first through the storage layer
 /// alone ([`StorageWriter`], no server running) and then through a server;
@@ -878,8 +885,7 @@ async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
                 1,
                 move |w, i| {
                     let alone = alone.clone();
-                    let mut rng = Rng::new((w as u64) << 32 | i);
-                    let ws = workspaces_alone[rng.below(workspaces_alone.len())].clone();
+                    let ws = write_workspace(&workspaces_alone, w, i).to_owned();
                     async move { alone.write(&ws, format!("alone-{round}-{w}-{i}")).await }
                 },
             )
@@ -887,7 +893,7 @@ async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
         );
         let server = start_server(url, &[]);
         let chans = channels(&server.addr, args.connections).await;
-        let (chans, key, workspaces) = (chans.clone(), key.clone(), workspaces.clone());
+        let (key, workspaces) = (key.clone(), workspaces.clone());
         reports.push(
             drive(
                 "write (SetResourceTags)",
@@ -896,10 +902,9 @@ async fn writes(args: &Args, url: &str, seeded: &Seeded) -> Vec<Report> {
                 1,
                 move |w, i| {
                     let mut c = WorkspaceServiceClient::new(chans[w % chans.len()].clone());
-                    let mut rng = Rng::new((w as u64) << 32 | i);
                     let req = authed(
                         pb::SetResourceTagsRequest {
-                            workspace_id: workspaces[rng.below(workspaces.len())].clone(),
+                            workspace_id: write_workspace(&workspaces, w, i).to_owned(),
                             resource_type: "datasets".into(),
                             resource_id: format!("bench-{round}-{w}-{i}"),
                             tags: vec![pb::Tag {
