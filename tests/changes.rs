@@ -651,6 +651,70 @@ async fn a_batch_holds_one_to_a_thousand_operations(b: Backend) {
     );
 }
 
+/// Resource ids a backend may register, chosen to break a statement that
+/// wrote them into its text carelessly.
+const AWKWARD_IDS: [&str; 3] = [
+    r"O'Brien's \ report",
+    r#"x'); UPDATE revision SET value = 0; COMMIT; --"#,
+    r#"E'\'' \\' "quoted" $$ ; BEGIN"#,
+];
+
+async fn a_change_publishes_quotes_and_backslashes_as_written(b: Backend) {
+    let s = start(b).await;
+    let ws = s.workspace("shared").await;
+    let mut revisions = Vec::new();
+    for id in AWKWARD_IDS {
+        let tagged = s
+            .workspaces()
+            .set_resource_tags(req(
+                pb::SetResourceTagsRequest {
+                    workspace_id: ws.clone(),
+                    resource_type: "prompts".into(),
+                    resource_id: id.into(),
+                    tags: vec![pb::Tag {
+                        key: "Environment".into(),
+                        value: "it's \\ prod".into(),
+                    }],
+                },
+                s.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        revisions.push(tagged.revision);
+    }
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    let expected: Vec<(u64, String)> = revisions
+        .iter()
+        .zip(AWKWARD_IDS)
+        .map(|(r, id)| (*r, id.to_owned()))
+        .collect();
+
+    // The audit events: target and details as written.
+    let events = s.audit_events("resource.set_tags").await;
+    let mut audited: Vec<(u64, String)> = events
+        .iter()
+        .map(|e| {
+            let details: serde_json::Value = serde_json::from_str(&e.details_json).unwrap();
+            assert_eq!(details["tags"]["Environment"], "it's \\ prod");
+            (e.revision, e.target_id.clone())
+        })
+        .collect();
+    audited.sort();
+    assert_eq!(audited, expected);
+
+    // The log rows: the same targets under the same revisions.
+    let mut stream = open(&s, s.key(), "", revisions[0] - 1).await;
+    for (revision, id) in &expected {
+        let change = next(&mut stream).await;
+        assert_eq!(change.revision, *revision);
+        assert_eq!(&change.events[0].target_id, id);
+    }
+    // Nothing else ran: the next change takes the next revision.
+    let after = new_team(&s, s.key(), "after").await;
+    assert_eq!(after, revisions[2] + 1);
+}
+
 both_backends!(
     a_user_grant_drops_only_that_users_set_in_that_workspace,
     a_team_grant_drops_only_its_members_sets,
@@ -665,4 +729,5 @@ both_backends!(
     a_batch_applies_every_operation_under_one_revision,
     a_batch_with_one_refused_operation_writes_nothing,
     a_batch_holds_one_to_a_thousand_operations,
+    a_change_publishes_quotes_and_backslashes_as_written,
 );

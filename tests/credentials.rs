@@ -168,19 +168,7 @@ async fn issued_credential_verifies_with_the_published_key_set_and_carries_the_c
     assert!(rpc.keys[0].current);
 
     // Audited, without the token.
-    let events = s
-        .audit()
-        .list_audit_events(req(
-            pb::ListAuditEventsRequest {
-                action: "credential.issue".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = s.audit_events("credential.issue").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].target_id, ws);
     assert!(events[0].details_json.contains(&issued.credential_id));

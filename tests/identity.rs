@@ -842,19 +842,7 @@ async fn changes_are_audited_with_both_actors(b: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let events = s
-        .audit()
-        .list_audit_events(req(
-            pb::ListAuditEventsRequest {
-                action: "team.create".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = s.audit_events("team.create").await;
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e.target_id, first.team.unwrap().id);

@@ -494,19 +494,7 @@ async fn organization_settings_changes_are_audited(b: Backend) {
     .unwrap()
     .into_inner()
     .revision;
-    let events = s
-        .audit()
-        .list_audit_events(req(
-            pb::ListAuditEventsRequest {
-                action: "organization.update_settings".into(),
-                ..Default::default()
-            },
-            s.key(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = s.audit_events("organization.update_settings").await;
     assert_eq!(events.len(), 2);
     let last = events.iter().find(|e| e.revision == revision).unwrap();
     assert_eq!(last.target_id, s.boot.organization_id);

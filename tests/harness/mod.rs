@@ -408,6 +408,23 @@ impl TestServer {
         AuditServiceClient::new(self.channel.clone())
     }
 
+    /// The bootstrap organization's audit events of one action, newest
+    /// first, read with the bootstrap key.
+    pub async fn audit_events(&self, action: &str) -> Vec<pb::AuditEvent> {
+        self.audit()
+            .list_audit_events(req(
+                pb::ListAuditEventsRequest {
+                    action: action.into(),
+                    ..Default::default()
+                },
+                self.key(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    }
+
     /// The bootstrap key.
     pub fn key(&self) -> &str {
         &self.boot.key
